@@ -1,0 +1,1 @@
+"""Synthetic blur and datasets for training and evaluation."""
