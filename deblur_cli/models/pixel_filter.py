@@ -73,8 +73,16 @@ def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
     grid = sampling_grid(offsets, k)
     taps = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     taps = taps.reshape(b, c, kk, h, w) * kernels.unsqueeze(1)  # (B, C_in, KK, H, W)
-    # W (C_out, C_in, K, K) -> (C_out, C_in*KK, 1, 1) matches the (C_in, KK) order of taps.
-    return F.conv2d(taps.reshape(b, c * kk, h, w), weight.reshape(weight.shape[0], c * kk, 1, 1), bias)
+    return F.conv2d(taps.reshape(b, c * kk, h, w), _as_pointwise(weight), bias)
+
+
+def _as_pointwise(weight: Tensor) -> Tensor:
+    """``W`` ``(C_out, C_in, K, K)`` as a 1x1 kernel ``(C_out, C_in*K*K, 1, 1)``.
+
+    Its input order, channel-major then tap-major, matches the gathered taps. Built with
+    flatten/unsqueeze (no reshape to traced sizes) so the ONNX exporter sees a static kernel.
+    """
+    return weight.flatten(1).unsqueeze(-1).unsqueeze(-1)
 
 
 class PixelDependentFilter(nn.Module):
@@ -115,7 +123,7 @@ class PixelDependentFilter(nn.Module):
     def forward(self, x: Tensor, maps: dict[str, Tensor] | None = None, prefix: str = "") -> Tensor:
         """Filter ``x`` (``(B, C, H, W)``) with per-pixel kernels and offsets.
 
-        If ``maps`` is a dict, the kernel values ``V`` ``(B, K*K, H, W)`` and offsets
+        If ``maps`` is a dict, the predicted kernel values ``V`` ``(B, K*K, H, W)`` and offsets
         ``(B, 2*K*K, H, W)`` (dy, dx per tap) are stored in it under ``prefix``.
         """
         if self.meta is None:
@@ -132,9 +140,11 @@ class PixelDependentFilter(nn.Module):
             offsets = self.max_offset * torch.tanh(raw[:, -2 * kk :])
         else:
             offsets = x.new_zeros(b, 2 * kk, h, w)
-        if maps is not None:
-            maps[prefix + "kernels"] = kernels
-            maps[prefix + "offsets"] = offsets
+        if maps is not None:  # only what the module predicts (fixed V = 1 or delta = 0 shows nothing)
+            if self.adaptive_kernel:
+                maps[prefix + "kernels"] = kernels
+            if self.adaptive_offset:
+                maps[prefix + "offsets"] = offsets
         if not self.adaptive_offset:
             # Integer taps: an unfold-free equivalent is a conv per tap; grid_sample is exact too
             # but this keeps the "Kernel only" variant (Table 1 "Ours(a)") cheap.
@@ -157,4 +167,4 @@ def _kernel_only_filter(x: Tensor, kernels: Tensor, weight: Tensor, bias: Tensor
     xp = F.pad(x, (r, r, r, r))
     taps = torch.stack([xp[:, :, i : i + h, j : j + w] for i in range(k) for j in range(k)], dim=2)
     taps = taps * kernels.unsqueeze(1)
-    return F.conv2d(taps.reshape(b, c * k * k, h, w), weight.reshape(weight.shape[0], c * k * k, 1, 1), bias)
+    return F.conv2d(taps.reshape(b, c * k * k, h, w), _as_pointwise(weight), bias)

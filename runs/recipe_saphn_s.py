@@ -1,0 +1,47 @@
+"""The recipe that trains the shipped default ``saphn-s.synth`` (see weights/MODEL_CARD.md).
+
+Run from the repository root: ``python runs/recipe_saphn_s.py [--minutes M]``; it resumes
+automatically when runs/saphn-s.synth/state.json exists. The same run through the CLI:
+``deblur train --model saphn-s --synthetic data/photos/train --val data/heldout --out runs/saphn-s.synth``
+with the flags below.
+"""
+
+import argparse
+from pathlib import Path
+
+from deblur_cli.training.trainer import TrainConfig, train
+
+RECIPE = TrainConfig(
+    model="saphn-s",
+    crop=128,
+    batch=8,
+    steps=12_000,
+    lr=4e-4,
+    schedule="cosine",
+    warmup=300,
+    lr_min=1e-6,
+    loss="l1+fft",
+    fft_weight=0.1,
+    level_weights=(0.25, 0.5, 1.0),
+    grad_clip=1.0,
+    val_every=500,
+    val_crop=256,
+    checkpoint_minutes=10.0,
+    seed=0,
+    threads=2,
+)
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=None)
+    args = ap.parse_args()
+    run = Path("runs/saphn-s.synth")
+    train(
+        run,
+        RECIPE,
+        synthetic=Path("data/photos/train"),
+        val=Path("data/heldout"),
+        resume=(run / "state.json").exists(),
+        max_minutes=args.minutes,
+        log=lambda s: print(s, flush=True),
+    )

@@ -1,0 +1,280 @@
+"""The SAPHN network against the paper: attention, filtering, fusion, hierarchy, sizes, variants."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from deblur_cli.models import SAPHN, create_model, get_config, list_variants
+from deblur_cli.models.attention import EfficientAttention, attention_reference
+from deblur_cli.models.pixel_filter import PixelDependentFilter, pixel_dependent_filter
+from deblur_cli.models.saphn import halves_to_full, quadrants_to_halves, split_halves, split_quadrants
+
+TINY = dict(widths=(4, 8, 8), blocks=1, attn_maps=2, kernel_size=3)
+
+
+def _randomize(model: torch.nn.Module, std: float = 0.1) -> torch.nn.Module:
+    """Give zero-initialised layers (heads, meta-layers) random values so every path is live."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0.0, std)
+    return model
+
+
+# --- Pixel-dependent filtering (Eq. 11) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_pdf_with_unit_kernels_and_zero_offsets_is_a_convolution(k):
+    """Sec. 3.2: V = 1 and delta = 0 reduce Eq. 11 to a standard K x K convolution with W."""
+    x = torch.randn(2, 6, 13, 17)
+    weight = torch.randn(5, 6, k, k)
+    bias = torch.randn(5)
+    kernels = torch.ones(2, k * k, 13, 17)
+    offsets = torch.zeros(2, 2 * k * k, 13, 17)
+    ours = pixel_dependent_filter(x, kernels, offsets, weight, bias)
+    ref = F.conv2d(x, weight, bias, padding=k // 2)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_pdf_module_starts_as_plain_convolution():
+    """The meta-layer is zero-initialised: an untrained module equals conv2d with its weight."""
+    m = PixelDependentFilter(6, kernel_size=5)
+    x = torch.randn(1, 6, 9, 11)
+    torch.testing.assert_close(m(x), F.conv2d(x, m.weight, m.bias, padding=2), atol=1e-4, rtol=1e-4)
+
+
+def test_pdf_integer_offset_shifts_the_sample():
+    """An offset of +1 px in x for every tap moves the K x K window one pixel right."""
+    k = 3
+    x = torch.randn(1, 2, 8, 10)
+    weight = torch.randn(2, 2, k, k)
+    kernels = torch.ones(1, k * k, 8, 10)
+    offsets = torch.zeros(1, k * k, 2, 8, 10)
+    offsets[:, :, 1] = 1.0  # dx = +1
+    ours = pixel_dependent_filter(x, kernels, offsets.reshape(1, -1, 8, 10), weight, None)
+    # Window of output column j covers input columns j..j+2 (zeros outside the image).
+    ref = F.conv2d(F.pad(x, (0, 2, 1, 1)), weight)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_pdf_offsets_are_bounded():
+    m = PixelDependentFilter(4, kernel_size=3, max_offset=1.5)
+    torch.nn.init.normal_(m.meta.weight, std=10.0)
+    maps: dict[str, torch.Tensor] = {}
+    m(torch.randn(1, 4, 6, 6), maps)
+    assert maps["offsets"].abs().max() <= 1.5
+    assert maps["offsets"].abs().max() > 0.5  # and they do move
+
+
+# --- Attention (Eq. 2-10) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_attention_matrix_form_equals_step_by_step(cross):
+    """Eq. 10 (matrix form) equals a literal Eq. 3-9; Eq. 9 averages over C2 where Eq. 10 sums."""
+    attn = EfficientAttention(6, 4)
+    x = torch.randn(2, 6, 5, 7)
+    values = torch.randn(2, 6, 5, 7) if cross else None
+    with torch.no_grad():
+        fast = attn(x, values)
+        slow = attention_reference(attn, x, values)
+    torch.testing.assert_close(fast, slow * attn.maps, atol=1e-5, rtol=1e-4)
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an op produces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_attention_never_forms_an_hw_by_hw_matrix():
+    """On a 96x96 map (HW = 9216) no intermediate reaches HW^2 = 85M elements: the largest is C*HW."""
+    attn = EfficientAttention(8, 4)
+    x = torch.randn(1, 8, 96, 96)
+    with torch.no_grad(), _LargestTensor() as probe:
+        attn(x)
+    hw = 96 * 96
+    assert probe.largest <= 8 * hw  # the input itself; HW x HW would be 1000x larger
+
+
+def test_attention_maps_are_distributions():
+    attn = EfficientAttention(6, 3)
+    maps: dict[str, torch.Tensor] = {}
+    attn(torch.randn(2, 6, 4, 5), None, maps, "a.")
+    q = maps["a.q"]
+    assert q.shape == (2, 3, 4, 5)
+    torch.testing.assert_close(q.sum(dim=(2, 3)), torch.ones(2, 3))
+    assert maps["a.m1"].shape == (2, 1, 4, 5)
+    assert ((maps["a.m1"] > 0) & (maps["a.m1"] < 1)).all()
+
+
+# --- Hierarchy and sizes ------------------------------------------------------------------
+
+
+def test_patch_split_follows_the_4_2_1_layout():
+    """Level 3: quadrants TL, TR, BL, BR; level 2: top and bottom halves; stitching inverts both."""
+    x = torch.arange(2 * 1 * 8 * 12, dtype=torch.float32).reshape(2, 1, 8, 12)
+    q = split_quadrants(x)
+    assert q.shape == (8, 1, 4, 6)
+    b = 2
+    for i, (ys, xs) in enumerate([(slice(0, 4), slice(0, 6)), (slice(0, 4), slice(6, 12)),
+                                  (slice(4, 8), slice(0, 6)), (slice(4, 8), slice(6, 12))]):  # fmt: skip
+        torch.testing.assert_close(q[i * b : (i + 1) * b], x[:, :, ys, xs])
+    h = split_halves(x)
+    torch.testing.assert_close(h[:b], x[:, :, :4])
+    torch.testing.assert_close(h[b:], x[:, :, 4:])
+    torch.testing.assert_close(quadrants_to_halves(q), h)
+    torch.testing.assert_close(halves_to_full(h), x)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (37, 53), (255, 1023), (8, 8), (9, 300)])
+def test_output_has_input_size(size):
+    model = _randomize(create_model("saphn-tiny")).eval()
+    x = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+def test_untrained_network_is_the_identity():
+    """Zero-initialised decoder heads: every level starts as 'output = input'."""
+    model = create_model("saphn-tiny").eval()
+    x = torch.rand(2, 3, 21, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x)
+
+
+def test_deterministic_in_eval_mode():
+    model = _randomize(create_model("saphn-tiny")).eval()
+    x = torch.rand(1, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_batch_items_are_independent():
+    """Global attention is per image (per patch): batching must not mix images."""
+    model = _randomize(create_model("saphn-tiny")).eval()
+    x = torch.rand(3, 3, 24, 32)
+    with torch.no_grad():
+        together = model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+# --- Variants, switches, gradients ---------------------------------------------------------
+
+
+def test_registered_variants():
+    names = set(list_variants())
+    assert {"saphn", "saphn-a", "saphn-s", "saphn-tiny"} <= names
+    assert get_config("saphn").widths[2] == 128 and get_config("saphn").blocks == 3
+    assert get_config("saphn").kernel_size == 5
+    assert get_config("saphn-a").adaptive_offset is False
+    with pytest.raises(KeyError, match="unknown model"):
+        get_config("nope")
+
+
+@pytest.mark.parametrize("name", sorted(list_variants()))
+def test_every_variant_runs_forward_backward(name):
+    """Each registered variant (at test width) trains: finite outputs, finite gradients."""
+    model = _randomize(create_model(name, **TINY))
+    x = torch.rand(2, 3, 24, 40)
+    levels: list[torch.Tensor] = []
+    y = model(x, levels=levels)
+    loss = sum((lv - x.flip(-1)).abs().mean() for lv in levels)
+    loss.backward()
+    assert y.shape == x.shape and len(levels) == 3
+    for n, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), n
+
+
+SWITCHES = ["self_attention", "cross_attention", "cross_level_attention", "adaptive_kernel", "adaptive_offset"]
+
+
+@pytest.mark.parametrize("flags", list(itertools.product([False, True], repeat=5)))
+def test_table3_ablation_switches_build_and_run(flags):
+    """Every combination of Table 3's SA / CA / CLA / Kernel / Offset columns builds and runs."""
+    kw = dict(zip(SWITCHES, flags))
+    model = _randomize(create_model("saphn", **TINY, **kw))
+    x = torch.rand(1, 3, 16, 16)
+    y = model(x)
+    y.mean().backward()
+    assert torch.isfinite(y).all()
+    has_offsets = any(k.endswith("pdf.offsets") for k in _maps(model, x))
+    assert has_offsets == kw["adaptive_offset"]
+    if not any(flags):
+        assert model.num_parameters() < create_model("saphn", **TINY).num_parameters()
+
+
+def _maps(model: SAPHN, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    maps: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        model(x, maps)
+    return maps
+
+
+def test_gradients_reach_offset_and_kernel_generators():
+    model = _randomize(create_model("saphn-tiny"))
+    x = torch.rand(1, 3, 32, 32)
+    (model(x) - x.roll(1, -1)).abs().mean().backward()
+    metas = [(n, p) for n, p in model.named_parameters() if ".pdf.meta." in n and n.endswith("weight")]
+    assert metas
+    for n, p in metas:
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+
+# --- Introspection --------------------------------------------------------------------------
+
+
+def test_maps_are_returned_on_request_at_quarter_resolution():
+    model = _randomize(create_model("saphn-tiny")).eval()
+    x = torch.rand(1, 3, 37, 53)
+    maps = _maps(model, x)
+    hq, wq = 10, 14  # ceil(37/4), ceil(53/4)
+    k2 = 9
+    expected = {
+        "level1.decoder.block1.fusion": 1,
+        "level1.decoder.block1.sa.m1": 1,
+        "level1.decoder.block1.sa.q": 2,
+        "level1.decoder.block1.ca.q": 2,
+        "level1.decoder.block1.pdf.kernels": k2,
+        "level1.decoder.block1.pdf.offsets": 2 * k2,
+        "level2.encoder.block1.fusion": 1,
+        "level3.decoder.block1.pdf.offsets": 2 * k2,
+        "level1.cla.q": 2,
+        "level2.cla.m1": 1,
+    }
+    for key, ch in expected.items():
+        assert maps[key].shape == (1, ch, hq, wq), key
+    # Stitched level-3 maps: the four quadrant patches fill the whole image.
+    assert torch.isfinite(maps["level3.encoder.block1.fusion"]).all()
+
+
+def test_nothing_is_kept_without_a_request():
+    model = _randomize(create_model("saphn-tiny")).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model(torch.rand(1, 3, 16, 16))
+    assert set(model.state_dict()) == set(before)
+    assert not any(isinstance(v, torch.Tensor) for k, v in vars(model).items() if not k.startswith("_"))
+
+
+def test_config_round_trip():
+    cfg = get_config("saphn-s")
+    assert type(cfg).from_dict(cfg.to_dict()) == cfg
