@@ -1,0 +1,252 @@
+"""Synthetic blur, the training loop, checkpoints and resume, evaluation metrics and commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from deblur_cli.cli import main as cli_main
+from deblur_cli.data.datasets import SyntheticPairs, find_pairs, make_heldout_set
+from deblur_cli.data.synthetic import BlurSettings, degrade, linear_psf, shake_warps
+from deblur_cli.evaluate import oracle_unsharp_mask, psnr, ssim
+from deblur_cli.models import create_model
+from deblur_cli.training.trainer import TrainConfig, learning_rate, restoration_loss, train
+
+runner = CliRunner()
+cli_main._register()
+
+
+def _textured(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.random((h // 4, w // 4, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img[..., 0] = 0.5 + 0.4 * np.sin(xx / 3.0) * np.cos(yy / 5.0)
+    return np.clip(img, 0, 1)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"p{i}.png"), (_textured(120, 140, i) * 255).astype(np.uint8))
+    return d
+
+
+# --- synthetic blur ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0, 90.0, 135.0])
+def test_linear_psf_points_along_its_angle(angle):
+    k = linear_psf(15, angle)
+    assert k.sum() == pytest.approx(1.0, abs=1e-5)
+    ys, xs = np.nonzero(k > k.max() * 0.5)
+    c = (k.shape[0] - 1) / 2
+    # principal axis of the kernel's support, with image y pointing down -> angle = atan2(-dy, dx)
+    cov = np.cov(np.stack([xs - c, -(ys - c)]))
+    evals, evecs = np.linalg.eigh(cov)
+    v = evecs[:, 1]
+    est = math.degrees(math.atan2(v[1], v[0])) % 180
+    assert min(abs(est - angle), 180 - abs(est - angle)) < 3
+
+
+def test_shake_middle_frame_is_identity_and_extent_is_respected():
+    rng = np.random.default_rng(0)
+    warps = shake_warps(rng, (100, 120), extent=12.0, frames=9)
+    np.testing.assert_allclose(warps[4], [[1, 0, 0], [0, 1, 0]], atol=1e-5)
+    corners = np.array([[0, 0, 1], [120, 0, 1], [0, 100, 1], [120, 100, 1]], np.float64).T
+    disp = max(np.abs(m.astype(np.float64) @ corners - corners[:2]).max() for m in warps)
+    assert 4.0 < disp < 14.0
+
+
+def test_degrade_blurs_and_tiny_extent_barely_changes():
+    img = _textured(96, 96, 0)
+    rng = np.random.default_rng(0)
+    strong = degrade(img, rng, BlurSettings(), kind="linear", extent=15)
+    weak = degrade(img, rng, BlurSettings(), kind="linear", extent=1)
+    shaken = degrade(img, rng, BlurSettings(), kind="shake", extent=15)
+    assert psnr(strong, img) < 25 and psnr(shaken, img) < 30
+    assert psnr(weak, img) > 40
+
+
+def test_synthetic_pairs_shapes_and_determinism(photos):
+    a = SyntheticPairs(photos, crop=32, seed=3).batch(4)
+    b = SyntheticPairs(photos, crop=32, seed=3).batch(4)
+    assert a[0].shape == (4, 3, 32, 32) and a[1].shape == (4, 3, 32, 32)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], a[1])  # blurred differs from sharp
+
+
+def test_heldout_set_has_both_blur_kinds(photos, tmp_path):
+    pairs = make_heldout_set(photos, tmp_path / "held", max_side=64)
+    names = sorted(p.name for p in pairs)
+    assert len(pairs) == 6 and any("linear" in n for n in names) and any("shake" in n for n in names)
+
+
+def test_find_pairs_gopro_layout(tmp_path):
+    for scene in ("GOPR0001", "GOPR0002"):
+        for sub in ("blur", "sharp"):
+            (tmp_path / "test" / scene / sub).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / "test" / scene / sub / "000001.png"), np.zeros((8, 8, 3), np.uint8))
+    pairs = find_pairs(tmp_path)
+    assert [p.name for p in pairs] == ["GOPR0001/000001.png", "GOPR0002/000001.png"]
+    with pytest.raises(ValueError, match="no blur/sharp pairs"):
+        find_pairs(tmp_path / "test" / "GOPR0001" / "blur")
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def test_learning_rate_schedules():
+    paper = TrainConfig()
+    assert learning_rate(paper, 0) == pytest.approx(1e-4)
+    assert learning_rate(paper, 200_000) == pytest.approx(5e-5)
+    assert learning_rate(paper, 400_001) == pytest.approx(2.5e-5)
+    cos = TrainConfig(lr=1e-3, schedule="cosine", warmup=10, steps=110, lr_min=0.0)
+    assert learning_rate(cos, 0) == pytest.approx(1e-4)
+    assert learning_rate(cos, 10) == pytest.approx(1e-3)
+    assert learning_rate(cos, 60) == pytest.approx(5e-4)
+    assert learning_rate(cos, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_loss_goes_down_on_a_fixed_batch(photos):
+    torch.manual_seed(0)
+    model = create_model("saphn-tiny")
+    blur, sharp = (torch.from_numpy(x) for x in SyntheticPairs(photos, crop=32, seed=0).batch(4))
+    cfg = TrainConfig(loss="l1+fft", level_weights=(0.25, 0.5, 1.0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        levels: list[torch.Tensor] = []
+        model(blur, levels=levels)
+        loss = restoration_loss(cfg, levels, sharp)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # From the identity (zero heads) the tiny model fits a single batch steadily: >10 % in 60 steps.
+    assert losses[-1] < 0.9 * losses[0]
+    assert losses[-1] < min(losses[:10])
+
+
+def _tiny_cfg(**kw) -> TrainConfig:
+    base = dict(model="saphn-tiny", crop=32, batch=2, steps=6, lr=1e-3, val_every=3, val_crop=32, loss="l1+fft")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_continues_exactly(photos, tmp_path):
+    """6 steps at once == 3 steps, checkpoint, resume for 3 more (same weights bit for bit)."""
+    held = tmp_path / "held"
+    make_heldout_set(photos, held, max_side=48)
+    straight = train(tmp_path / "a", _tiny_cfg(), synthetic=photos, val=held, log=lambda s: None)
+    train(tmp_path / "b", _tiny_cfg(steps=3), synthetic=photos, val=held, log=lambda s: None)
+    resumed = train(tmp_path / "b", _tiny_cfg(), synthetic=photos, val=held, resume=True, steps=6, log=lambda s: None)
+    assert straight.step == resumed.step == 6
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "a" / "final.safetensors"))
+    b = load_file(str(tmp_path / "b" / "final.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    state = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert state["run"]["step"] == 6 and len(state["run"]["history"]) == 2
+    entry = json.loads((tmp_path / "b" / "final.entry.json").read_text())
+    assert entry["arch"] == "saphn-tiny" and len(entry["sha256"]) == 64
+
+
+def test_max_minutes_stops_with_a_checkpoint(photos, tmp_path):
+    st = train(tmp_path / "r", _tiny_cfg(steps=1000), synthetic=photos, max_minutes=0.0, log=lambda s: None)
+    assert st.step == 1
+    assert (tmp_path / "r" / "checkpoint.safetensors").exists()
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def test_metrics_match_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    a = _textured(40, 52, 1)
+    b = np.clip(a + np.random.default_rng(0).normal(0, 0.05, a.shape), 0, 1)
+    A, B = np.round(a * 255), np.round(b * 255)
+    ref_ssim = metrics.structural_similarity(A, B, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                             data_range=255, channel_axis=-1)  # fmt: skip
+    assert ssim(b, a) == pytest.approx(ref_ssim, abs=1e-6)
+    assert psnr(b, a) == pytest.approx(metrics.peak_signal_noise_ratio(A, B, data_range=255), abs=1e-6)
+
+
+def test_oracle_usm_never_worse_than_input():
+    img = _textured(64, 64, 2)
+    blurred = cv2.GaussianBlur(img, (0, 0), 1.5)
+    best, sigma, amount = oracle_unsharp_mask(blurred, img)
+    assert best > psnr(blurred, img) and sigma > 0 and amount > 0
+
+
+@pytest.fixture
+def tiny_weights(tmp_path, tiny_model) -> Path:
+    from deblur_cli.loading import save_weights
+
+    path = tmp_path / "tiny.safetensors"
+    save_weights(tiny_model, path, "saphn-tiny")
+    return path
+
+
+def test_cli_eval_and_json(photos, tmp_path, tiny_weights):
+    held = tmp_path / "held"
+    make_heldout_set(photos, held, max_side=40)
+    out = tmp_path / "r.json"
+    res = runner.invoke(cli_main.app, ["eval", "--data", str(held), "--weights", str(tiny_weights), "--device", "cpu",
+                                       "--json", str(out), "--usm"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["summary"]["count"] == 6 and len(data["rows"]) == 6
+    assert data["summary"]["psnr_usm"] >= data["summary"]["psnr_in"]
+    assert "PSNR out" in res.output
+    again = runner.invoke(cli_main.app, ["eval", "--data", str(held), "--weights", str(tiny_weights), "--json", str(out)])
+    assert again.exit_code != 0 and "exists" in str(again.exception)
+
+
+def test_cli_eval_bad_data(tmp_path):
+    res = runner.invoke(cli_main.app, ["eval", "--data", str(tmp_path / "nope")])
+    assert res.exit_code != 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(cli_main.app, ["eval", "--data", str(empty)])
+    assert res.exit_code != 0 and "no blur/sharp pairs" in str(res.exception or res.output)
+
+
+def test_cli_train_and_resume(photos, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--synthetic", str(photos), "--model", "saphn-tiny", "--out", str(out), "--steps", "3",
+            "--batch", "2", "--crop", "32", "--device", "cpu", "--loss", "l1+fft", "--level-weights", "0.25,0.5,1"]  # fmt: skip
+    res = runner.invoke(cli_main.app, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "final.safetensors").exists()
+    again = runner.invoke(cli_main.app, args)
+    assert again.exit_code != 0  # refuses to start over an existing run
+    res = runner.invoke(cli_main.app, ["train", "--synthetic", str(photos), "--model", "saphn-tiny", "--out", str(out),
+                                       "--resume", "--steps", "5", "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "state.json").read_text())["run"]["step"] == 5
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "saphn-tiny"],  # neither --data nor --synthetic
+        ["--model", "nope", "--synthetic", "."],
+        ["--model", "saphn-tiny", "--synthetic", "/nonexistent"],
+        ["--model", "saphn-tiny", "--synthetic", ".", "--level-weights", "1,2"],
+    ],
+)
+def test_cli_train_bad_arguments(tmp_path, args):
+    res = runner.invoke(cli_main.app, ["train", "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output
