@@ -64,4 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the imported module so commands register on the same ``app`` object.
+    from deblur_cli.cli.main import main as _main
+
+    _main()
