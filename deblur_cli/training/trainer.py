@@ -188,12 +188,10 @@ def save_checkpoint(run_dir: Path, model: SAPHN, opt: torch.optim.Optimizer, cfg
 
 def export_weights(run_dir: Path, model: SAPHN, cfg: TrainConfig, st: RunState, name: str = "final") -> Path:
     """Write inference weights ``RUN_DIR/{name}.safetensors`` (the registry's format) and an entry."""
-    import hashlib
+    from deblur_cli.loading import save_weights
 
     path = run_dir / f"{name}.safetensors"
-    meta = {"arch": cfg.model, "config": json.dumps(model.config.to_dict()), "train_steps": str(st.step)}
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = save_weights(model, path, cfg.model, {"train_steps": str(st.step)})
     entry = {
         "arch": cfg.model,
         "file": path.name,
