@@ -1,0 +1,183 @@
+"""``deblur folder``: deblur every image of a folder (tree), mirroring it in an output folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from deblur_cli.cli import options as opt
+from deblur_cli.cli.main import app
+from deblur_cli.errors import DeblurError
+
+if TYPE_CHECKING:
+    from deblur_cli.engine import FileResult
+
+BATCH_PANEL = "Folder"
+
+
+@app.command("folder")
+def folder(
+    input_dir: opt.InputDir,
+    output_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output folder (created; the input tree is mirrored). Default: IN_DIR_deblurred beside IN_DIR. "
+            "May be IN_DIR itself: outputs then get the --suffix.",
+            show_default=False,
+            rich_help_panel=BATCH_PANEL,
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Include sub-folders.", rich_help_panel=BATCH_PANEL)
+    ] = False,
+    suffix: Annotated[
+        Optional[str],
+        typer.Option(
+            "--suffix",
+            help="Appended to output file names (default: none, or _deblurred when writing into IN_DIR).",
+            show_default=False,
+            rich_help_panel=BATCH_PANEL,
+        ),
+    ] = None,
+    ext: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ext",
+            help="Output format for every file: png, jpg, webp or tiff. Default: the input's (png for others).",
+            show_default=False,
+            rich_help_panel=BATCH_PANEL,
+        ),
+    ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option("--batch", help="Run same-size images through the network together.", rich_help_panel=BATCH_PANEL),
+    ] = False,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Images per batch (implies --batch). Default with --batch: from free memory.",
+            show_default=False,
+            rich_help_panel=BATCH_PANEL,
+        ),
+    ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option("--skip-existing", help="Leave existing outputs alone.", rich_help_panel=opt.OUTPUT_PANEL),
+    ] = False,
+    overwrite: opt.Overwrite = False,
+    quality: opt.Quality = None,
+    model: opt.Model = None,
+    weights: opt.Weights = None,
+    device: opt.Device = "auto",
+    backend: opt.Backend = opt.BackendName.torch,
+    tile: opt.Tile = None,
+    tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
+    fp16: opt.Fp16 = False,
+) -> None:
+    """Deblur all images in a folder; goes on past bad files, lists them, exits 1 if any failed."""
+    from deblur_cli.engine import Deblurrer, plan_folder
+
+    if overwrite and skip_existing:
+        raise DeblurError("--overwrite and --skip-existing exclude each other")
+    jobs = plan_folder(input_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
+    if not overwrite and not skip_existing:
+        existing = [dst for _, dst in jobs if dst.exists()]
+        if existing:
+            raise DeblurError(
+                f"{len(existing)} output file(s) already exist (first: {existing[0]}); "
+                "use --skip-existing to keep them or --overwrite to replace them"
+            )
+    deblurrer = Deblurrer(
+        model, weights=weights, device=device, backend=backend.value, tile=tile, tile_overlap=tile_overlap, fp16=fp16
+    )
+    typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
+    size: int | None = batch_size if batch_size is not None else (None if batch else 1)
+    results = _run_with_progress(
+        deblurrer.deblur_files(
+            jobs, batch_size=size, quality=quality, overwrite=overwrite, skip_existing=skip_existing
+        ),
+        total=len(jobs),
+    )
+    failed = _print_summary(results, input_dir, deblurrer.device_description)
+    if failed:
+        raise DeblurError(f"{failed} of {len(jobs)} image(s) failed (listed above)", exit_code=1)
+
+
+def _run_with_progress(results: Iterable[FileResult], total: int) -> list[FileResult]:
+    """Consume the engine's results under a rich progress bar (images, throughput, ETA) on stderr."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    done: list[FileResult] = []
+    start = time.perf_counter()
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("deblurring", total=total, rate="")
+        for result in results:
+            done.append(result)
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            megapixels = sum(r.pixels for r in done) / 1e6
+            rate = f"{len(done) / elapsed:.2f} img/s, {megapixels / elapsed:.3g} MP/s"
+            progress.update(task, advance=1, rate=rate, description=result.src.name)
+    return done
+
+
+def _print_summary(results: list[FileResult], input_dir: Path, device: str) -> int:
+    """Summary table and the list of failures on stdout; returns the number of failures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    by_status: dict[str, list[FileResult]] = {"done": [], "skipped": [], "failed": []}
+    for r in results:
+        by_status[r.status].append(r)
+    seconds = sum(r.seconds for r in results)
+    megapixels = sum(r.pixels for r in by_status["done"]) / 1e6
+    n_done = len(by_status["done"])
+    table = Table(title="deblur folder", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("images", str(len(results)))
+    table.add_row("deblurred", str(n_done))
+    table.add_row("skipped (existing)", str(len(by_status["skipped"])))
+    table.add_row("failed", str(len(by_status["failed"])))
+    table.add_row("time", f"{seconds:.1f} s")
+    if n_done and seconds > 0:
+        table.add_row("throughput", f"{n_done / seconds:.2f} img/s, {megapixels / seconds:.3g} MP/s")
+    table.add_row("device", device)
+    console.print(table)
+    failures = by_status["failed"]
+    if failures:
+        ft = Table(title="failed", show_lines=False)
+        ft.add_column("file", overflow="fold")
+        ft.add_column("reason", overflow="fold")
+        for r in failures:
+            src = r.src
+            name = str(src.relative_to(input_dir)) if src.is_relative_to(input_dir) else str(src)
+            ft.add_row(name, r.message)
+        console.print(ft)
+    return len(failures)

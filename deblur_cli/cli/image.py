@@ -1,0 +1,56 @@
+"""``deblur image``: deblur one image file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from deblur_cli.cli import options as opt
+from deblur_cli.cli.main import app
+
+
+@app.command("image")
+def image(
+    input: opt.InputFile,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file; its extension picks the format (png, jpg/jpeg, webp, tif/tiff). "
+            "Default: IN_deblurred.png beside the input.",
+            show_default=False,
+            rich_help_panel=opt.OUTPUT_PANEL,
+        ),
+    ] = None,
+    model: opt.Model = None,
+    weights: opt.Weights = None,
+    device: opt.Device = "auto",
+    backend: opt.Backend = opt.BackendName.torch,
+    tile: opt.Tile = None,
+    tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
+    fp16: opt.Fp16 = False,
+    quality: opt.Quality = None,
+    overwrite: opt.Overwrite = False,
+) -> None:
+    """Deblur one image; EXIF orientation, alpha, 16 bits, grayscale, ICC and EXIF are kept."""
+    import time
+
+    from deblur_cli.engine import Deblurrer, check_job
+
+    dst = check_job(input, output, overwrite)  # before the (possibly slow) model load
+    deblurrer = Deblurrer(
+        model,
+        weights=weights,
+        device=device,
+        backend=backend.value,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        fp16=fp16,
+    )
+    typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
+    start = time.perf_counter()
+    written = deblurrer.deblur_file(input, dst, quality=quality, overwrite=overwrite)
+    typer.echo(f"wrote {written} ({time.perf_counter() - start:.1f} s)")
