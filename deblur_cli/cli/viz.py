@@ -1,0 +1,112 @@
+"""``deblur viz``: pictures of the network's internals (Sec. 4.4, Fig. 6-7) for one image.
+
+The body only calls :mod:`deblur_cli.viz`, imported inside it (no torch/numpy at import time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from deblur_cli.cli import options as opt
+from deblur_cli.cli.main import app
+from deblur_cli.errors import DeblurError
+
+MAPS_PANEL = "Maps (none given: fusion, attention, offsets and kernels)"
+WHERE_PANEL = "Which module"
+
+
+def _flag(name: str, text: str) -> object:
+    return typer.Option(name, help=text, rich_help_panel=MAPS_PANEL)
+
+
+@app.command("viz")
+def viz(
+    input: opt.InputFile,
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for the PNG files (created if missing).", show_default=False,
+            rich_help_panel=opt.OUTPUT_PANEL,
+        ),
+    ],
+    model: opt.Model = None,
+    weights: opt.Weights = None,
+    device: opt.Device = "auto",
+    fusion: Annotated[
+        bool, _flag("--fusion", "Fusion mask Mfus (1 = attention branch, 0 = filtering branch).")
+    ] = False,
+    attention: Annotated[
+        bool, _flag("--attention", "Spatial mask M1 and the most structured attention map q_i.")
+    ] = False,
+    offsets: Annotated[
+        bool, _flag("--offsets", "Filter offsets: direction/elongation colour wheel and horizontal spread.")
+    ] = False,
+    kernels: Annotated[bool, _flag("--kernels", "Variance of the predicted per-pixel kernels V.")] = False,
+    all_maps: Annotated[
+        bool, _flag("--all", "Every map: all q_i, cross-attention, cross-level attention, mean dx.")
+    ] = False,
+    level: Annotated[
+        int, typer.Option("--level", help="Level 1 (finest, the output) to 3.", rich_help_panel=WHERE_PANEL)
+    ] = 1,
+    block: Annotated[
+        Optional[int],
+        typer.Option("--block", help="Block 1..N of the encoder/decoder. Default: the last.", show_default=False,
+                     rich_help_panel=WHERE_PANEL),
+    ] = None,
+    decoder: Annotated[
+        bool, typer.Option("--decoder/--encoder", help="Decoder or encoder block.", rich_help_panel=WHERE_PANEL)
+    ] = True,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Also write each map's values as .npy (float32, input size).",
+                           rich_help_panel=opt.OUTPUT_PANEL),
+    ] = False,
+    max_side: Annotated[
+        Optional[int],
+        typer.Option("--max-side", min=16, help="Shrink the input so its longest side is at most this (the maps "
+                     "need one untiled pass).", show_default=False, rich_help_panel=opt.OUTPUT_PANEL),
+    ] = None,
+    overwrite: opt.Overwrite = False,
+) -> None:
+    """Show what the network did: fusion mask, attention maps, filter offsets, kernel variance.
+
+    For IN = photo.jpg, OUT receives:
+    photo.NAME.png (each map at the input's size), photo.NAME.overlay.png
+    (blended over the input), photo.NAME.legend.png, photo.sheet.png (all
+    side by side with titles) and, with --raw, photo.NAME.npy.
+    """
+    import time
+
+    from deblur_cli.backends import TorchBackend
+    from deblur_cli.imageio import read_image
+    from deblur_cli.viz import LEVELS, MapSelection, check_selection, fit_for_viz, visualize, write_maps
+
+    if not 1 <= level <= LEVELS:
+        raise DeblurError(f"--level must be 1 (finest) to {LEVELS}, got {level}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeblurError(f"{out_dir}: exists and is not a folder")
+    selection = MapSelection.from_flags(
+        fusion=fusion, attention=attention, offsets=offsets, kernels=kernels, all_maps=all_maps,
+        level=level, block=block, decoder=decoder,
+    )  # fmt: skip
+    pixels = read_image(input).pixels  # before the model load: a missing file fails fast
+    backend = TorchBackend(model, weights, device)
+    config = getattr(backend.model, "config", None)
+    if config is None:
+        raise DeblurError("deblur viz needs a SAPHN model (its maps come from the torch model)")
+    selection = check_selection(selection, int(config.blocks))
+    pixels = fit_for_viz(pixels, config, backend.device, max_side)
+    name = backend.info.get("name") or "model"
+    typer.echo(f"deblur: running on {backend.device_description}; model {name}", err=True)
+    start = time.perf_counter()
+    _, rendered = visualize(backend.model, pixels, selection, device=backend.device, caption=f"{input.name} - {name}")
+    paths = write_maps(rendered, out_dir, input.stem, raw=raw, overwrite=overwrite)
+    for note in rendered.notes:
+        typer.echo(f"note: {note}", err=True)
+    sheet = out_dir / f"{input.stem}.sheet.png"
+    typer.echo(
+        f"wrote {len(paths)} files for {selection.describe()} to {out_dir} "
+        f"({time.perf_counter() - start:.1f} s); contact sheet: {sheet}"
+    )
