@@ -98,13 +98,14 @@ class TorchBackend:
         self.config = getattr(self.model, "config", None)
         self.device_description = f"{describe_device(self.device)}, torch {'fp16' if fp16 else 'fp32'}"
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """See :meth:`Backend.run`."""
+    def run(self, batch: np.ndarray, maps: dict[str, Any] | None = None) -> np.ndarray:
+        """See :meth:`Backend.run`; ``maps`` (torch only) receives the network's internal maps
+        from this same pass (``SAPHN.forward``'s ``maps``, e.g. a ``viz.MapRecorder``)."""
         import torch
 
         x = torch.from_numpy(batch).to(self.device, torch.float32)
         with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.fp16):
-            y = self.model(x)
+            y = self.model(x) if maps is None else self.model(x, maps=maps)
         return y.float().cpu().numpy()
 
 

@@ -319,6 +319,33 @@ class FileResult:
     pixels: int = 0
 
 
+@dataclass(frozen=True)
+class VizRequest:
+    """Write the network's internal maps (:mod:`deblur_cli.viz`) next to each result, from the
+    same forward pass (``deblur image/folder --viz DIR``).
+
+    Attributes:
+        selection: a :class:`deblur_cli.viz.MapSelection`.
+        out_dir: folder for the map files; with ``mirror_from``, the root of a mirrored tree.
+        mirror_from: output root of a folder run: the maps of ``OUT/a/b.png`` go to
+            ``out_dir/a/``.
+        raw: also write ``.npy`` arrays.
+        overwrite: replace existing map files.
+    """
+
+    selection: Any
+    out_dir: Path
+    mirror_from: Path | None = None
+    raw: bool = False
+    overwrite: bool = False
+
+    def folder_for(self, dst: Path) -> Path:
+        """Where the maps of the result ``dst`` go."""
+        if self.mirror_from is None:
+            return self.out_dir
+        return self.out_dir / dst.parent.relative_to(self.mirror_from)
+
+
 class Deblurrer:
     """Deblur images with SAPHN.
 
@@ -403,14 +430,40 @@ class Deblurrer:
         """
         return self._run_same_size([rgb])[0]
 
-    def _run_same_size(self, rgbs: Sequence[np.ndarray], batch_size: int | None = 1) -> list[np.ndarray]:
+    def _run_same_size(
+        self,
+        rgbs: Sequence[np.ndarray],
+        batch_size: int | None = 1,
+        recorder: Callable[[], dict] | None = None,
+        maps_out: list[tuple[dict, int]] | None = None,
+    ) -> list[np.ndarray]:
         """Deblur ``(3, H, W)`` images that all have the same size, ``batch_size`` at a time
-        (``None``: from memory); images that need tiling run one by one."""
+        (``None``: from memory); images that need tiling run one by one.
+
+        With ``recorder`` (a factory of ``maps`` dicts, see :class:`VizRequest`), every batch
+        records the network's maps in a fresh dict, and ``maps_out`` receives, per image,
+        ``(maps, index in its batch)``. Maps need one untiled pass over each image."""
         _, h, w = rgbs[0].shape
         ph, pw = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
         hp, wp = h + ph, w + pw
         tile = self.tile_for(hp, wp)
-        if tile and (tile < hp or tile < wp):
+        if recorder is not None:
+            if tile and (tile < hp or tile < wp):
+                raise DeblurError(
+                    f"a {w}x{h} image needs tiling here, but the maps of --viz need one untiled pass; "
+                    "use `deblur viz --max-side N` for the maps, or --tile 0 if memory allows"
+                )
+            if not hasattr(self.backend, "model"):
+                raise DeblurError("--viz needs the torch backend (the maps come from the torch model)")
+            bs = self.batch_size_for(hp, wp) if batch_size is None else max(1, batch_size)
+            outs = []
+            for i in range(0, len(rgbs), bs):
+                batch = np.stack([self._pad(x, ph, pw) for x in rgbs[i : i + bs]])
+                maps = recorder()
+                outs.extend(self.backend.run(batch, maps=maps))  # type: ignore[call-arg]
+                if maps_out is not None:
+                    maps_out.extend((maps, j) for j in range(len(batch)))
+        elif tile and (tile < hp or tile < wp):
             bs_tiles = self.batch_size_for(min(tile, hp), min(tile, wp))
             outs = [
                 tile_process(self.backend.run, self._pad(x, ph, pw), tile, self.tile_overlap, bs_tiles) for x in rgbs
@@ -447,18 +500,33 @@ class Deblurrer:
         rgb, alpha, layout = split_image(image)
         return merge_image(self.deblur_rgb(rgb), alpha, layout)
 
-    def deblur_batch(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]:
+    def deblur_batch(
+        self,
+        images: Sequence[np.ndarray],
+        batch_size: int | None = None,
+        recorder: Callable[[], dict] | None = None,
+        maps_out: list[tuple[dict, int]] | None = None,
+    ) -> list[np.ndarray]:
         """Deblur several arrays; images of the same size run through the network together
-        (``batch_size`` at a time, ``None``: from free memory). Results are in input order."""
+        (``batch_size`` at a time, ``None``: from free memory). Results are in input order.
+
+        ``recorder``/``maps_out``: record the network's maps from the same pass, see
+        :meth:`_run_same_size`; ``maps_out`` is filled in input order."""
         split = [split_image(im) for im in images]
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, (rgb, _, _) in enumerate(split):
             by_size.setdefault(rgb.shape[1:], []).append(i)  # type: ignore[arg-type]
         results: list[np.ndarray | None] = [None] * len(images)
+        maps: list[tuple[dict, int] | None] = [None] * len(images)
         for idx in by_size.values():
-            outs = self._run_same_size([split[i][0] for i in idx], batch_size)
-            for i, out in zip(idx, outs, strict=True):
+            got: list[tuple[dict, int]] = []
+            outs = self._run_same_size([split[i][0] for i in idx], batch_size, recorder, got)
+            for k, (i, out) in enumerate(zip(idx, outs, strict=True)):
                 results[i] = merge_image(out, split[i][1], split[i][2])
+                if recorder is not None:
+                    maps[i] = got[k]
+        if maps_out is not None:
+            maps_out.extend(m for m in maps if m is not None)
         return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------- files
@@ -470,6 +538,7 @@ class Deblurrer:
         *,
         quality: int | None = None,
         overwrite: bool = False,
+        viz: VizRequest | None = None,
     ) -> Path:
         """Read ``src``, deblur it and write ``dst`` with the input's metadata (atomically).
 
@@ -479,6 +548,7 @@ class Deblurrer:
                 beside ``src``.
             quality: JPEG/WebP quality (1-100).
             overwrite: replace an existing ``dst`` (including ``src`` itself).
+            viz: also write the network's maps from the same pass (:class:`VizRequest`).
 
         Returns:
             The path written.
@@ -492,15 +562,46 @@ class Deblurrer:
         self._check_output(dst, overwrite)
         data = read_image(src)
         self._check_encodable(data.pixels, dst)
+        recorder = self._recorder(viz)
+        maps: list[tuple[dict, int]] = []
         try:
-            out = self.deblur(data.pixels)
+            out = self.deblur_batch([data.pixels], 1, recorder, maps)[0]
         except (RuntimeError, MemoryError) as exc:
             if not _is_out_of_memory(exc):
                 raise
             raise DeblurError(
                 f"{src}: out of memory on {self.device_description}; try a smaller --tile (e.g. 512)"
             ) from None
-        return self._write(dst, out, data, quality, overwrite)
+        written = self._write(dst, out, data, quality, overwrite)
+        if viz is not None:
+            self._write_maps(viz, maps[0], data.pixels, out, src, dst)
+        return written
+
+    def _recorder(self, viz: VizRequest | None) -> Callable[[], dict] | None:
+        """A factory of map recorders for ``viz`` (validated against the model), or ``None``."""
+        if viz is None:
+            return None
+        from deblur_cli.viz import check_selection, map_recorder
+
+        config = getattr(self.backend, "config", None)
+        if config is None or not hasattr(self.backend, "model"):
+            raise DeblurError("--viz needs the torch backend and a SAPHN model (the maps come from the torch model)")
+        blocks = int(config.blocks)
+        check_selection(viz.selection, blocks)
+        return lambda: map_recorder(viz.selection, blocks)
+
+    def _write_maps(
+        self, viz: VizRequest, maps: tuple[dict, int], image: np.ndarray, out: np.ndarray, src: Path, dst: Path
+    ) -> list[Path]:
+        """Render the maps recorded for one image and write them as ``<dst stem>.<map>.png``."""
+        from deblur_cli.viz import as_rgb8, render_maps, write_maps
+
+        rec, index = maps
+        name = self.model_info.get("name") or "model"
+        rendered = render_maps(rec, as_rgb8(image), as_rgb8(out), viz.selection, index=index,
+                               caption=f"{src.name} - {name}")  # fmt: skip
+        folder = viz.folder_for(dst)
+        return write_maps(rendered, folder, dst.stem, raw=viz.raw, overwrite=viz.overwrite)
 
     @staticmethod
     def _check_output(dst: Path, overwrite: bool) -> None:
@@ -535,14 +636,18 @@ class Deblurrer:
         quality: int | None = None,
         overwrite: bool = False,
         skip_existing: bool = False,
+        viz: VizRequest | None = None,
     ) -> Iterator[FileResult]:
         """Deblur many files, yielding one :class:`FileResult` per file as it finishes.
 
         A bad file (unreadable, corrupt, unwritable output, ...) gives a ``"failed"`` result
         and processing goes on. With ``batch_size != 1`` files are ordered by image size and
         same-size images run through the network together (``None``: batch size from free
-        memory); results then come in that order.
+        memory); results then come in that order. ``viz`` writes each image's maps from the
+        same pass (:class:`VizRequest`).
         """
+        recorder = self._recorder(viz)
+        flush = lambda g, n, t=None: self._flush(g, n, quality, overwrite, t, viz, recorder)  # noqa: E731
         pending = [(Path(s), Path(d)) for s, d in jobs]
         if batch_size != 1:
             pending = _sort_by_size(pending)
@@ -563,20 +668,20 @@ class Deblurrer:
                 yield FileResult(src, dst, "failed", str(exc), time.perf_counter() - start)
                 continue
             if batch_size == 1:
-                yield from self._flush([(src, dst, data)], 1, quality, overwrite, start)
+                yield from flush([(src, dst, data)], 1, start)
                 continue
             if group and group[0][2].pixels.shape[:2] != data.pixels.shape[:2]:
-                yield from self._flush(group, limit, quality, overwrite)
+                yield from flush(group, limit)
                 group = []
             if not group:
                 h, w = data.pixels.shape[:2]
                 limit = self.batch_size_for(max(h, MIN_SIDE), max(w, MIN_SIDE)) if batch_size is None else batch_size
             group.append((src, dst, data))
             if len(group) >= limit:
-                yield from self._flush(group, limit, quality, overwrite)
+                yield from flush(group, limit)
                 group = []
         if group:
-            yield from self._flush(group, limit, quality, overwrite)
+            yield from flush(group, limit)
 
     def _flush(
         self,
@@ -585,24 +690,30 @@ class Deblurrer:
         quality: int | None,
         overwrite: bool,
         start: float | None = None,
+        viz: VizRequest | None = None,
+        recorder: Callable[[], dict] | None = None,
     ) -> Iterator[FileResult]:
-        """Run a group of same-size decoded images, write them, report each."""
+        """Run a group of same-size decoded images, write them (and their maps), report each."""
         start = time.perf_counter() if start is None else start
+        maps: list[tuple[dict, int]] = []
         try:
-            outs = self.deblur_batch([d.pixels for _, _, d in group], batch_size)
-        except (RuntimeError, MemoryError) as exc:
+            outs = self.deblur_batch([d.pixels for _, _, d in group], batch_size, recorder, maps)
+        except (RuntimeError, MemoryError, DeblurError) as exc:
             if len(group) == 1:
                 src, dst, _ = group[0]
-                yield FileResult(src, dst, "failed", f"{src}: inference failed ({exc})", time.perf_counter() - start)
+                reason = str(exc) if isinstance(exc, DeblurError) else f"{src}: inference failed ({exc})"
+                yield FileResult(src, dst, "failed", reason, time.perf_counter() - start)
                 return
             for item in group:  # e.g. out of memory with a batch: retry one by one
-                yield from self._flush([item], 1, quality, overwrite)
+                yield from self._flush([item], 1, quality, overwrite, None, viz, recorder)
             return
         share = (time.perf_counter() - start) / len(group)
-        for (src, dst, data), out in zip(group, outs, strict=True):
+        for k, ((src, dst, data), out) in enumerate(zip(group, outs, strict=True)):
             t0 = time.perf_counter()
             try:
                 self._write(dst, out, data, quality, overwrite)
+                if viz is not None:
+                    self._write_maps(viz, maps[k], data.pixels, out, src, dst)
             except DeblurError as exc:
                 yield FileResult(src, dst, "failed", str(exc), share + time.perf_counter() - t0)
                 continue
@@ -657,6 +768,12 @@ def check_job(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = 
     return out
 
 
+def folder_output_root(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None) -> Path:
+    """The output folder of ``deblur folder``: ``output_dir``, or ``<input_dir>_deblurred`` beside it."""
+    in_dir = Path(input_dir)
+    return Path(output_dir) if output_dir is not None else in_dir.resolve().parent / f"{in_dir.resolve().name}_deblurred"
+
+
 def plan_folder(
     input_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str] | None = None,
@@ -695,9 +812,7 @@ def plan_folder(
         raise DeblurError(f"{in_dir}: no such folder")
     if not in_dir.is_dir():
         raise DeblurError(f"{in_dir}: is a file, not a folder (use `deblur image` for one image)")
-    out_dir = (
-        Path(output_dir) if output_dir is not None else in_dir.resolve().parent / f"{in_dir.resolve().name}_deblurred"
-    )
+    out_dir = folder_output_root(in_dir, output_dir)
     in_res, out_res = in_dir.resolve(), out_dir.resolve()
     same = in_res == out_res
     if suffix is None:

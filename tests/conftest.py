@@ -33,3 +33,13 @@ def tiny_model():
             if p.abs().sum() == 0:  # zero-initialised heads/meta-layers: give them values
                 p.normal_(0.0, 0.05)
     return model
+
+
+@pytest.fixture
+def tiny_weights(tmp_path_factory, tiny_model):
+    """A ``saphn-tiny`` weights file (``tiny_model``'s values) in the loader's format."""
+    from deblur_cli.loading import save_weights
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(tiny_model, path, "saphn-tiny")
+    return path

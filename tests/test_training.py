@@ -189,15 +189,6 @@ def test_oracle_usm_never_worse_than_input():
     assert best > psnr(blurred, img) and sigma > 0 and amount > 0
 
 
-@pytest.fixture
-def tiny_weights(tmp_path, tiny_model) -> Path:
-    from deblur_cli.loading import save_weights
-
-    path = tmp_path / "tiny.safetensors"
-    save_weights(tiny_model, path, "saphn-tiny")
-    return path
-
-
 def test_cli_eval_and_json(photos, tmp_path, tiny_weights):
     held = tmp_path / "held"
     make_heldout_set(photos, held, max_side=40)

@@ -80,13 +80,25 @@ def folder(
     tile: opt.Tile = None,
     tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
     fp16: opt.Fp16 = False,
+    viz: opt.VizDir = None,
+    fusion: opt.MapFusion = False,
+    attention: opt.MapAttention = False,
+    offsets: opt.MapOffsets = False,
+    kernels: opt.MapKernels = False,
+    all_maps: opt.MapAll = False,
+    level: opt.MapLevel = 1,
+    block: opt.MapBlock = None,
+    decoder: opt.MapDecoder = True,
+    raw: opt.MapRaw = False,
 ) -> None:
     """Deblur all images in a folder; goes on past bad files, lists them, exits 1 if any failed."""
-    from deblur_cli.engine import Deblurrer, plan_folder
+    from deblur_cli.engine import Deblurrer, folder_output_root, plan_folder
 
     if overwrite and skip_existing:
         raise DeblurError("--overwrite and --skip-existing exclude each other")
     jobs = plan_folder(input_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
+    maps = opt.viz_request(viz, fusion, attention, offsets, kernels, all_maps, level, block, decoder, raw, overwrite,
+                           mirror_from=folder_output_root(input_dir, output_dir))  # fmt: skip
     if not overwrite and not skip_existing:
         existing = [dst for _, dst in jobs if dst.exists()]
         if existing:
@@ -101,7 +113,7 @@ def folder(
     size: int | None = batch_size if batch_size is not None else (None if batch else 1)
     results = _run_with_progress(
         deblurrer.deblur_files(
-            jobs, batch_size=size, quality=quality, overwrite=overwrite, skip_existing=skip_existing
+            jobs, batch_size=size, quality=quality, overwrite=overwrite, skip_existing=skip_existing, viz=maps
         ),
         total=len(jobs),
     )

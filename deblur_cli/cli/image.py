@@ -32,6 +32,16 @@ def image(
     tile: opt.Tile = None,
     tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
     fp16: opt.Fp16 = False,
+    viz: opt.VizDir = None,
+    fusion: opt.MapFusion = False,
+    attention: opt.MapAttention = False,
+    offsets: opt.MapOffsets = False,
+    kernels: opt.MapKernels = False,
+    all_maps: opt.MapAll = False,
+    level: opt.MapLevel = 1,
+    block: opt.MapBlock = None,
+    decoder: opt.MapDecoder = True,
+    raw: opt.MapRaw = False,
     quality: opt.Quality = None,
     overwrite: opt.Overwrite = False,
 ) -> None:
@@ -41,6 +51,7 @@ def image(
     from deblur_cli.engine import Deblurrer, check_job
 
     dst = check_job(input, output, overwrite)  # before the (possibly slow) model load
+    maps = opt.viz_request(viz, fusion, attention, offsets, kernels, all_maps, level, block, decoder, raw, overwrite)
     deblurrer = Deblurrer(
         model,
         weights=weights,
@@ -52,5 +63,7 @@ def image(
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     start = time.perf_counter()
-    written = deblurrer.deblur_file(input, dst, quality=quality, overwrite=overwrite)
+    written = deblurrer.deblur_file(input, dst, quality=quality, overwrite=overwrite, viz=maps)  # type: ignore[arg-type]
     typer.echo(f"wrote {written} ({time.perf_counter() - start:.1f} s)")
+    if viz is not None:
+        typer.echo(f"wrote the maps to {viz} (contact sheet: {viz / (written.stem + '.sheet.png')})")

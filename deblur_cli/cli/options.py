@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 MODEL_PANEL = "Model and device"
+MAPS_PANEL = "Maps (none given: fusion, attention, offsets and kernels)"
+WHERE_PANEL = "Which module (maps)"
 TILING_PANEL = "Tiling"
 OUTPUT_PANEL = "Output"
 
@@ -112,3 +114,86 @@ def describe_run(deblurrer: object) -> str:
         if sha:
             text += f" (sha256 {str(sha)[:12]})"
     return text
+
+
+# ---- the network's maps: `deblur viz`, and `--viz DIR` of `deblur image` / `deblur folder` ----
+VizDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--viz",
+        help="Also write the network's maps (fusion, attention, offsets, kernels; see `deblur viz`) for each "
+        "image into this folder, from the same pass. Needs the torch backend and an untiled pass.",
+        show_default=False,
+        rich_help_panel=MAPS_PANEL,
+    ),
+]
+MapFusion = Annotated[
+    bool, typer.Option("--fusion", help="Fusion mask Mfus (1 = attention branch, 0 = filtering branch).",
+                       rich_help_panel=MAPS_PANEL),
+]  # fmt: skip
+MapAttention = Annotated[
+    bool, typer.Option("--attention", help="Spatial mask M1 and the most structured attention map q_i.",
+                       rich_help_panel=MAPS_PANEL),
+]  # fmt: skip
+MapOffsets = Annotated[
+    bool, typer.Option("--offsets", help="Filter offsets: direction/elongation colour wheel and horizontal spread.",
+                       rich_help_panel=MAPS_PANEL),
+]  # fmt: skip
+MapKernels = Annotated[
+    bool, typer.Option("--kernels", help="Variance of the predicted per-pixel kernels V.", rich_help_panel=MAPS_PANEL)
+]
+MapAll = Annotated[
+    bool, typer.Option("--all", help="Every map: all q_i, cross-attention, cross-level attention, mean dx.",
+                       rich_help_panel=MAPS_PANEL),
+]  # fmt: skip
+MapLevel = Annotated[
+    int, typer.Option("--level", help="Level 1 (finest, the output) to 3.", rich_help_panel=WHERE_PANEL)
+]
+MapBlock = Annotated[
+    Optional[int],
+    typer.Option("--block", help="Block 1..N of the encoder/decoder. Default: the last.", show_default=False,
+                 rich_help_panel=WHERE_PANEL),
+]  # fmt: skip
+MapDecoder = Annotated[
+    bool, typer.Option("--decoder/--encoder", help="Decoder or encoder block.", rich_help_panel=WHERE_PANEL)
+]
+MapRaw = Annotated[
+    bool, typer.Option("--raw", help="Also write each map's values as .npy (float32, input size).",
+                       rich_help_panel=MAPS_PANEL),
+]  # fmt: skip
+
+
+def map_selection(
+    fusion: bool, attention: bool, offsets: bool, kernels: bool, all_maps: bool, level: int, block: int | None,
+    decoder: bool,
+) -> object:  # fmt: skip
+    """The :class:`deblur_cli.viz.MapSelection` for the map flags (imports numpy/cv2 lazily)."""
+    from deblur_cli.viz import LEVELS, MapSelection
+
+    if not 1 <= level <= LEVELS:
+        from deblur_cli.errors import DeblurError
+
+        raise DeblurError(f"--level must be 1 (finest) to {LEVELS}, got {level}")
+    return MapSelection.from_flags(fusion=fusion, attention=attention, offsets=offsets, kernels=kernels,
+                                   all_maps=all_maps, level=level, block=block, decoder=decoder)  # fmt: skip
+
+
+def viz_request(
+    viz: Path | None, fusion: bool, attention: bool, offsets: bool, kernels: bool, all_maps: bool, level: int,
+    block: int | None, decoder: bool, raw: bool, overwrite: bool, mirror_from: Path | None = None,
+) -> object | None:  # fmt: skip
+    """The engine's :class:`deblur_cli.engine.VizRequest` for ``--viz DIR`` and the map flags
+    (``None`` without ``--viz``; map flags without it are an error)."""
+    from deblur_cli.errors import DeblurError
+
+    if viz is None:
+        if fusion or attention or offsets or kernels or all_maps or raw or block is not None or level != 1 or not decoder:
+            raise DeblurError("the map options (--fusion, --attention, --offsets, --kernels, --all, --raw, --level, "
+                              "--block, --encoder) need --viz DIR")  # fmt: skip
+        return None
+    if viz.exists() and not viz.is_dir():
+        raise DeblurError(f"--viz {viz}: exists and is not a folder")
+    from deblur_cli.engine import VizRequest
+
+    selection = map_selection(fusion, attention, offsets, kernels, all_maps, level, block, decoder)
+    return VizRequest(selection, viz, mirror_from=mirror_from, raw=raw, overwrite=overwrite)

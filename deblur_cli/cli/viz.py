@@ -14,13 +14,6 @@ from deblur_cli.cli import options as opt
 from deblur_cli.cli.main import app
 from deblur_cli.errors import DeblurError
 
-MAPS_PANEL = "Maps (none given: fusion, attention, offsets and kernels)"
-WHERE_PANEL = "Which module"
-
-
-def _flag(name: str, text: str) -> object:
-    return typer.Option(name, help=text, rich_help_panel=MAPS_PANEL)
-
 
 @app.command("viz")
 def viz(
@@ -35,34 +28,15 @@ def viz(
     model: opt.Model = None,
     weights: opt.Weights = None,
     device: opt.Device = "auto",
-    fusion: Annotated[
-        bool, _flag("--fusion", "Fusion mask Mfus (1 = attention branch, 0 = filtering branch).")
-    ] = False,
-    attention: Annotated[
-        bool, _flag("--attention", "Spatial mask M1 and the most structured attention map q_i.")
-    ] = False,
-    offsets: Annotated[
-        bool, _flag("--offsets", "Filter offsets: direction/elongation colour wheel and horizontal spread.")
-    ] = False,
-    kernels: Annotated[bool, _flag("--kernels", "Variance of the predicted per-pixel kernels V.")] = False,
-    all_maps: Annotated[
-        bool, _flag("--all", "Every map: all q_i, cross-attention, cross-level attention, mean dx.")
-    ] = False,
-    level: Annotated[
-        int, typer.Option("--level", help="Level 1 (finest, the output) to 3.", rich_help_panel=WHERE_PANEL)
-    ] = 1,
-    block: Annotated[
-        Optional[int],
-        typer.Option("--block", help="Block 1..N of the encoder/decoder. Default: the last.", show_default=False,
-                     rich_help_panel=WHERE_PANEL),
-    ] = None,
-    decoder: Annotated[
-        bool, typer.Option("--decoder/--encoder", help="Decoder or encoder block.", rich_help_panel=WHERE_PANEL)
-    ] = True,
-    raw: Annotated[
-        bool, typer.Option("--raw", help="Also write each map's values as .npy (float32, input size).",
-                           rich_help_panel=opt.OUTPUT_PANEL),
-    ] = False,
+    fusion: opt.MapFusion = False,
+    attention: opt.MapAttention = False,
+    offsets: opt.MapOffsets = False,
+    kernels: opt.MapKernels = False,
+    all_maps: opt.MapAll = False,
+    level: opt.MapLevel = 1,
+    block: opt.MapBlock = None,
+    decoder: opt.MapDecoder = True,
+    raw: opt.MapRaw = False,
     max_side: Annotated[
         Optional[int],
         typer.Option("--max-side", min=16, help="Shrink the input so its longest side is at most this (the maps "
@@ -81,16 +55,11 @@ def viz(
 
     from deblur_cli.backends import TorchBackend
     from deblur_cli.imageio import read_image
-    from deblur_cli.viz import LEVELS, MapSelection, check_selection, fit_for_viz, visualize, write_maps
+    from deblur_cli.viz import check_selection, fit_for_viz, visualize, write_maps
 
-    if not 1 <= level <= LEVELS:
-        raise DeblurError(f"--level must be 1 (finest) to {LEVELS}, got {level}")
     if out_dir.exists() and not out_dir.is_dir():
         raise DeblurError(f"{out_dir}: exists and is not a folder")
-    selection = MapSelection.from_flags(
-        fusion=fusion, attention=attention, offsets=offsets, kernels=kernels, all_maps=all_maps,
-        level=level, block=block, decoder=decoder,
-    )  # fmt: skip
+    selection = opt.map_selection(fusion, attention, offsets, kernels, all_maps, level, block, decoder)
     pixels = read_image(input).pixels  # before the model load: a missing file fails fast
     backend = TorchBackend(model, weights, device)
     config = getattr(backend.model, "config", None)
