@@ -9,12 +9,21 @@ For every output pixel ``j`` and channel ``c``::
 the paper, which keeps the cost close to one convolution). Offsets are bounded by
 ``max_offset`` (the paper's Delta_max) through ``tanh``.
 
-Implementation: one bilinear ``grid_sample`` gathers the ``K*K`` shifted copies of ``x``
-(zero outside the image, like a zero-padded convolution), they are scaled by ``V`` and a
-single 1x1 convolution applies ``W``. Only ordinary ONNX-exportable ops are used (no
-torchvision deform_conv). With ``V = 1`` and ``delta = 0`` this is exactly a ``K x K``
-convolution with ``W`` (the special case the paper names), which is also how the module is
-initialised: the meta-layer starts at zero, so training starts from a plain convolution.
+Implementation (tap by tap): for each of the ``K*K`` taps, one bilinear ``grid_sample``
+gathers the shifted copy of ``x`` (zero outside the image, like a zero-padded convolution), it
+is scaled by ``V`` and the tap's ``C_out x C_in`` slice of ``W`` is accumulated into the output
+with one batched matrix product. Only ordinary ONNX-exportable ops are used (no torchvision
+deform_conv). With ``V = 1`` and ``delta = 0`` this is exactly a ``K x K`` convolution with
+``W`` (the special case the paper names), which is also how the module is initialised: the
+meta-layer starts at zero, so training starts from a plain convolution.
+
+Why tap by tap (see ``benchmarks/README.md``): gathering all ``K*K`` taps at once makes a
+``C x K*K x H x W`` tensor (184 MB per call for ``saphn-s`` at 720p) that is written, scaled
+and read again, and each fresh allocation of that size costs page faults on the CPU; one tap
+at a time keeps the working set ``K*K`` times smaller and reused. On the CPU, torch's
+``grid_sample`` parallelises over the batch only, so the channels are split into groups that
+form extra batch entries (:func:`_sampling_groups`). :func:`pixel_dependent_filter_reference`
+keeps the straightforward all-taps-at-once form; the tests check that both agree.
 """
 
 from __future__ import annotations
@@ -54,8 +63,50 @@ def sampling_grid(offsets: Tensor, kernel_size: int) -> Tensor:
     return torch.stack((gx, gy), dim=-1).reshape(b, kk * h, w, 2)
 
 
+def tap_grids(offsets: Tensor, kernel_size: int) -> Tensor:
+    """The grid of :func:`sampling_grid`, tap-major: ``(K*K, B, H, W, 2)``.
+
+    Same arithmetic as :func:`sampling_grid` (so the same sample positions to the last bit),
+    laid out so that each tap's grid is one contiguous ``(B, H, W, 2)`` block.
+    """
+    b, _, h, w = offsets.shape
+    kk = kernel_size * kernel_size
+    r = (kernel_size - 1) // 2
+    dtype, device = offsets.dtype, offsets.device
+    taps = torch.arange(kernel_size, dtype=dtype, device=device) - r
+    base_y = torch.arange(h, dtype=dtype, device=device).reshape(1, 1, h, 1) + taps.repeat_interleave(
+        kernel_size
+    ).reshape(kk, 1, 1, 1)  # (KK, 1, H, 1), exact integers
+    base_x = torch.arange(w, dtype=dtype, device=device).reshape(1, 1, 1, w) + taps.repeat(kernel_size).reshape(
+        kk, 1, 1, 1
+    )  # (KK, 1, 1, W)
+    off = offsets.reshape(b, kk, 2, h, w).transpose(0, 1)  # (KK, B, 2, H, W)
+    gy = (2.0 * (off[:, :, 0] + base_y) + 1.0) / h - 1.0
+    gx = (2.0 * (off[:, :, 1] + base_x) + 1.0) / w - 1.0
+    return torch.stack((gx, gy), dim=-1)
+
+
+def _sampling_groups(x: Tensor) -> int:
+    """Into how many channel groups to split ``x`` for ``grid_sample`` (1 = none).
+
+    torch's CPU ``grid_sample`` parallelises over the batch dimension only, so a single image
+    runs on one core; channel groups become extra batch entries (each with the same grid). Up
+    to one group per thread, each of at least 8 channels (below that, copying the grid costs
+    more than the sampling saves). GPUs and the ONNX export (onnxruntime parallelises its
+    GridSample by itself) use 1. Depends on the channel count and the thread count, never on
+    the image size.
+    """
+    if x.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+        return 1
+    c = x.shape[1]
+    for g in range(min(torch.get_num_threads(), c // 8), 1, -1):
+        if c % g == 0:
+            return g
+    return 1
+
+
 def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Apply Eq. 11.
+    """Apply Eq. 11, one tap at a time.
 
     Args:
         x: ``(B, C_in, H, W)`` input features.
@@ -65,7 +116,76 @@ def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
         bias: ``(C_out,)`` or ``None``.
 
     Returns:
-        ``(B, C_out, H, W)``.
+        ``(B, C_out, H, W)``; equal to :func:`pixel_dependent_filter_reference` up to float
+        rounding (the same samples, summed in another order).
+    """
+    b, c, h, w = x.shape
+    c_out, k = weight.shape[0], weight.shape[-1]
+    kk = k * k
+    grids = tap_grids(offsets, k)  # (KK, B, H, W, 2)
+    w_taps = _per_tap(weight)  # (KK, C_out, C_in)
+    g = _sampling_groups(x)
+    xs = x.reshape(b * g, c // g, h, w)
+    mode = _accumulation_mode(x)
+    y: Tensor | None = None
+    for t in range(kk):
+        grid = grids[t]
+        if g > 1:
+            grid = grid.unsqueeze(1).expand(b, g, h, w, 2).reshape(b * g, h, w, 2)
+        taps = F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        taps = taps.reshape(b, c, h * w)
+        v = kernels[:, t].reshape(b, 1, h * w)
+        y = _accumulate(y, w_taps[t], taps.mul_(v) if mode == "in_place" else taps * v, mode)
+    return _add_bias(y, bias, mode).reshape(b, c_out, h, w)
+
+
+def _per_tap(weight: Tensor) -> Tensor:
+    """``W`` ``(C_out, C_in, K, K)`` as ``K*K`` matrices ``(K*K, C_out, C_in)``, row-major taps."""
+    return weight.flatten(2).permute(2, 0, 1)
+
+
+def _accumulation_mode(x: Tensor) -> str:
+    """How to sum the taps: ``"in_place"`` (inference in the input's precision: scale the taps
+    and add into the sum in place), ``"autocast"`` (mixed precision: products in low precision,
+    the sum in float32) or ``"autograd"`` (training: out of place)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return "autocast"
+    return "autograd" if torch.is_grad_enabled() else "in_place"
+
+
+def _accumulate(y: Tensor | None, w_tap: Tensor, taps: Tensor, mode: str) -> Tensor:
+    """``y + w_tap @ taps`` for one tap (``w_tap @ taps`` for the first).
+
+    Args:
+        y: running sum ``(B, C_out, HW)``, ``None`` before the first tap.
+        w_tap: ``(C_out, C_in)``.
+        taps: ``(B, C_in, HW)`` scaled taps.
+        mode: see :func:`_accumulation_mode`.
+    """
+    if y is None:
+        y = torch.matmul(w_tap, taps)
+        return y.float() if mode == "autocast" else y
+    if mode == "in_place":
+        return y.baddbmm_(w_tap.expand(taps.shape[0], -1, -1), taps)
+    if mode == "autocast":
+        return y + torch.matmul(w_tap, taps)
+    return torch.baddbmm(y, w_tap.expand(taps.shape[0], -1, -1), taps)
+
+
+def _add_bias(y: Tensor | None, bias: Tensor | None, mode: str) -> Tensor:
+    """``y + bias`` over the channel axis of ``(B, C_out, HW)``."""
+    assert y is not None  # K >= 1
+    if bias is None:
+        return y
+    return y.add_(bias.reshape(1, -1, 1)) if mode == "in_place" else y + bias.reshape(1, -1, 1)
+
+
+def pixel_dependent_filter_reference(
+    x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor, bias: Tensor | None
+) -> Tensor:
+    """Eq. 11 the straightforward way (all taps at once); the reference for tests and benchmarks.
+
+    Same arguments and result as :func:`pixel_dependent_filter`.
     """
     b, c, h, w = x.shape
     k = weight.shape[-1]
@@ -153,7 +273,9 @@ class PixelDependentFilter(nn.Module):
 
 
 def _kernel_only_filter(x: Tensor, kernels: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Eq. 11 with ``delta = 0``: gather the K*K integer shifts by zero padding and slicing.
+    """Eq. 11 with ``delta = 0``: the K*K integer shifts are slices of the zero-padded input.
+
+    Tap by tap, like :func:`pixel_dependent_filter` (no sampling needed).
 
     Args:
         x: ``(B, C, H, W)``; kernels: ``(B, K*K, H, W)``; weight: ``(C_out, C, K, K)``.
@@ -161,6 +283,22 @@ def _kernel_only_filter(x: Tensor, kernels: Tensor, weight: Tensor, bias: Tensor
     Returns:
         ``(B, C_out, H, W)``.
     """
+    b, c, h, w = x.shape
+    c_out, k = weight.shape[0], weight.shape[-1]
+    r = k // 2
+    xp = F.pad(x, (r, r, r, r))
+    w_taps = _per_tap(weight)
+    mode = _accumulation_mode(x)
+    y: Tensor | None = None
+    for t in range(k * k):
+        i, j = divmod(t, k)
+        taps = xp[:, :, i : i + h, j : j + w] * kernels[:, t : t + 1]  # (B, C, H, W), a new tensor
+        y = _accumulate(y, w_taps[t], taps.reshape(b, c, h * w), mode)
+    return _add_bias(y, bias, mode).reshape(b, c_out, h, w)
+
+
+def _kernel_only_filter_reference(x: Tensor, kernels: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The straightforward form of :func:`_kernel_only_filter` (all shifts stacked), for tests."""
     b, c, h, w = x.shape
     k = weight.shape[-1]
     r = k // 2
