@@ -1,0 +1,285 @@
+"""Issue 8: the DMPHN baseline, the speed-optimised filtering module (identical outputs), `deblur bench`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deblur_cli.models import create_model
+from deblur_cli.models import pixel_filter as pf
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))
+
+import dmphn
+
+
+def _randomize(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0.0, std)
+    return model.eval()
+
+
+# --- DMPHN (benchmarks/dmphn.py) ------------------------------------------------------------
+
+
+def test_dmphn_sizes_match_the_paper():
+    """DMPHN paper, Table 1 model sizes (float32): one level 7.2 MB, (1-2-4) 21.7 MB,
+    (1-2-4-8) 29.0 MB, Stack(4)-DMPHN 86.8 MB."""
+    mb = {
+        "1": dmphn.DMPHN(levels=1).num_parameters() * 4 / 1e6,
+        "1-2-4": dmphn.dmphn_124().num_parameters() * 4 / 1e6,
+        "1-2-4-8": dmphn.DMPHN(levels=4).num_parameters() * 4 / 1e6,
+        "stack4": dmphn.stack4_dmphn().num_parameters() * 4 / 1e6,
+    }
+    assert mb["1"] == pytest.approx(7.2, abs=0.05)
+    assert mb["1-2-4"] == pytest.approx(21.7, abs=0.1)
+    assert mb["1-2-4-8"] == pytest.approx(29.0, abs=0.1)
+    assert mb["stack4"] == pytest.approx(86.8, abs=0.1)
+    assert dmphn.dmphn_124().num_parameters() == pytest.approx(5.42e6, rel=0.01)
+
+
+@pytest.mark.parametrize("levels,stack", [(3, 1), (3, 2), (4, 1)])
+@pytest.mark.parametrize("size", [(32, 48), (37, 53)])  # a multiple of the patch grid, and odd
+def test_dmphn_keeps_the_input_size(levels, stack, size):
+    net = dmphn.DMPHN(levels=levels, stack=stack).eval()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+def test_dmphn_patch_split_and_merge_are_inverse():
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    for grid in dmphn.GRIDS.values():
+        parts = dmphn.split(x, grid)
+        assert parts.shape == (2 * grid[0] * grid[1], 3, 8 // grid[0], 12 // grid[1])
+        torch.testing.assert_close(dmphn.merge(parts, grid), x)
+    # quadrants in the order top-left, top-right, bottom-left, bottom-right
+    quads = dmphn.split(x[:1], (2, 2))
+    torch.testing.assert_close(quads[1], x[0, :, :4, 6:])
+    torch.testing.assert_close(quads[2], x[0, :, 4:, :6])
+
+
+def test_dmphn_levels_are_patch_local():
+    """Level 3 sees quadrants: changing one quadrant of the input leaves the level-3 features of
+    the others unchanged (no convolution crosses a patch border)."""
+    unit = dmphn.DMPHNUnit(levels=3).eval()
+    x = torch.rand(1, 3, 32, 32)
+    x2 = x.clone()
+    x2[..., :16, :16] += 1.0
+    with torch.no_grad():
+        _, f1 = unit(x)
+        _, f2 = unit(x2)
+    torch.testing.assert_close(f1[0][..., :, 4:], f2[0][..., :, 4:])  # right half untouched
+    assert not torch.allclose(f1[0][..., :4, :4], f2[0][..., :4, :4])
+
+
+# --- the optimised filtering module is output-identical -------------------------------------
+
+
+def _pdf_inputs(b, c, h, w, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, h, w, generator=g)
+    weight = torch.randn(c + 1, c, k, k, generator=g) * 0.1  # C_out != C_in on purpose
+    bias = torch.randn(c + 1, generator=g)
+    kernels = 2 * torch.sigmoid(torch.randn(b, k * k, h, w, generator=g))
+    offsets = 3 * torch.tanh(torch.randn(b, 2 * k * k, h, w, generator=g))
+    return x, kernels, offsets, weight, bias
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 13, 17), (3, 8, 9, 5), (2, 32, 24, 40), (1, 16, 1, 1)])
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("threads", [1, 4])  # 4 threads: channel groups in grid_sample
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_pdf_tap_by_tap_equals_reference(shape, k, threads, use_bias):
+    x, kernels, offsets, weight, bias = _pdf_inputs(*shape, k)
+    bias = bias if use_bias else None
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
+            ours = pf.pixel_dependent_filter(x, kernels, offsets, weight, bias)
+            ref_k = pf._kernel_only_filter_reference(x, kernels, weight, bias)
+            ours_k = pf._kernel_only_filter(x, kernels, weight, bias)
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours_k, ref_k, atol=1e-5, rtol=1e-5)
+
+
+def test_tap_grids_are_the_reference_grid_bit_for_bit():
+    _, _, offsets, _, _ = _pdf_inputs(2, 4, 7, 11, 5)
+    ref = pf.sampling_grid(offsets, 5).reshape(2, 25, 7, 11, 2)
+    assert torch.equal(pf.tap_grids(offsets, 5), ref.transpose(0, 1))
+
+
+def test_pdf_gradients_equal_reference():
+    """Training takes the out-of-place path; its gradients match the reference's."""
+    inputs = _pdf_inputs(2, 8, 10, 12, 5)
+    a = [t.clone().requires_grad_() for t in inputs]
+    b = [t.clone().requires_grad_() for t in inputs]
+    g = torch.randn(2, 9, 10, 12)
+    (pf.pixel_dependent_filter_reference(*a) * g).sum().backward()
+    (pf.pixel_dependent_filter(*b) * g).sum().backward()
+    for ta, tb in zip(a, b):
+        torch.testing.assert_close(tb.grad, ta.grad, atol=1e-4, rtol=1e-4)
+    x, kernels, _, weight, bias = inputs
+    a = [t.clone().requires_grad_() for t in (x, kernels, weight, bias)]
+    b = [t.clone().requires_grad_() for t in (x, kernels, weight, bias)]
+    (pf._kernel_only_filter_reference(*a) * g).sum().backward()
+    (pf._kernel_only_filter(*b) * g).sum().backward()
+    for ta, tb in zip(a, b):
+        torch.testing.assert_close(tb.grad, ta.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_pdf_runs_in_float32_under_autocast():
+    """Mixed precision (CPU bf16 here, CUDA fp16 in the engine): the filtering module runs in
+    float32 (precise sampling positions, no per-tap casts), the layers around it do not."""
+    x, kernels, offsets, weight, bias = _pdf_inputs(1, 16, 12, 14, 5)
+    with torch.inference_mode():
+        ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
+        ref_k = pf._kernel_only_filter_reference(x, kernels, weight, bias)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = pf.pixel_dependent_filter(x.bfloat16(), kernels, offsets, weight, bias)
+            ours_k = pf._kernel_only_filter(x, kernels, weight, bias)
+    assert ours.dtype == torch.float32 and ours_k.dtype == torch.float32
+    torch.testing.assert_close(
+        ours,
+        pf.pixel_dependent_filter_reference(x.bfloat16().float(), kernels, offsets, weight, bias),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    torch.testing.assert_close(ours_k, ref_k, atol=1e-5, rtol=1e-5)
+    assert (ours - ref).abs().max() < 0.05 * ref.abs().max()  # only x was rounded to bf16
+
+
+@pytest.mark.parametrize("name", ["saphn-tiny", "saphn-s", "saphn-a"])
+def test_whole_network_output_identical_to_reference_path(name, monkeypatch):
+    """The issue's bar: every variant's output within 1e-4 of the straightforward filtering."""
+    overrides = {} if name == "saphn-tiny" else {"widths": (8, 16, 16), "attn_maps": 4}
+    torch.manual_seed(0)
+    model = _randomize(create_model(name, **overrides))
+    x = torch.rand(2, 3, 40, 56)
+    with torch.inference_mode():
+        ours = model(x)
+        monkeypatch.setattr(pf, "pixel_dependent_filter", pf.pixel_dependent_filter_reference)
+        monkeypatch.setattr(pf, "_kernel_only_filter", pf._kernel_only_filter_reference)
+        ref = model(x)
+    assert (ours - ref).abs().max() <= 1e-4
+
+
+def test_optimised_path_counts_the_same_flops(monkeypatch):
+    """The tap-by-tap products add up to the reference's 1x1 convolution (model_cost.py stays valid)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model("saphn-tiny").to("meta").eval()
+    x = torch.empty(1, 3, 32, 48, device="meta")
+
+    def flops() -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(x)
+        return fc.get_total_flops()
+
+    ours = flops()
+    monkeypatch.setattr(pf, "pixel_dependent_filter", pf.pixel_dependent_filter_reference)
+    assert flops() == ours
+
+
+# --- deblur bench ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli():
+    from typer.testing import CliRunner
+
+    from deblur_cli.cli import main
+
+    main._register()
+    return CliRunner(), main.app
+
+
+def test_bench_command_on_a_tiny_model(cli):
+    runner, app = cli
+    result = runner.invoke(app, ["bench", "--model", "saphn-tiny", "--size", "48x40", "--runs", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "saphn-tiny (random weights)" in out
+    assert "48x40" in out
+    assert "median of 2" in out
+    assert "cpu" in out
+
+
+def test_bench_command_tiles_when_asked(cli):
+    runner, app = cli
+    result = runner.invoke(
+        app, ["bench", "-m", "saphn-tiny", "--size", "120x72", "--runs", "1", "--device", "cpu", "--tile", "72"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "tiles of 72 px" in result.output
+
+
+def test_bench_rejects_a_bad_size(cli):
+    from deblur_cli.errors import DeblurError
+
+    runner, app = cli
+    result = runner.invoke(app, ["bench", "-m", "saphn-tiny", "--size", "big", "--device", "cpu"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, DeblurError)
+    assert "1280x720" in str(result.exception)
+
+
+def test_bench_module_does_not_import_torch():
+    import subprocess
+
+    code = "import sys, deblur_cli.cli.bench; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# --- benchmark scripts run (tiny sizes) -----------------------------------------------------
+
+
+def test_latency_script_quick(capsys):
+    import latency
+
+    args = "--size 32x24 --runs 1 --warmup 0 --threads 1 --variants saphn-tiny --baselines DMPHN(1-2-4) --no-onnx"
+    latency.main(args.split())
+    out = capsys.readouterr().out
+    assert "`saphn-tiny`" in out and "DMPHN(1-2-4)" in out and "torch bf16" in out
+
+
+def test_efficiency_counts_flops_of_both_families():
+    import efficiency
+
+    assert efficiency.counted_flops(dmphn.dmphn_124(), 32, 32) > efficiency.counted_flops(dmphn.DMPHN(levels=1), 32, 32)
+    assert efficiency.counted_flops(create_model("saphn-tiny"), 32, 32) > 0
+    assert efficiency.matmul_peak(1, n=128, runs=2) > 0
+
+
+def test_scaling_dimensions_are_multiples_of_8():
+    import scaling
+
+    for mp in (0.25, 1, 24):
+        w, h = scaling.dims(mp)
+        assert w % 8 == 0 and h % 8 == 0
+        assert w * h / 1e6 == pytest.approx(mp, rel=0.02)
+
+
+def test_pointwise_reference_is_a_convolution():
+    """Sanity of the reference itself (it is what the optimised path is held to)."""
+    x = torch.randn(1, 4, 9, 11)
+    weight = torch.randn(3, 4, 3, 3)
+    ones = torch.ones(1, 9, 9, 11)
+    zeros = torch.zeros(1, 18, 9, 11)
+    ref = F.conv2d(x, weight, None, padding=1)
+    for fn in (pf.pixel_dependent_filter_reference, pf.pixel_dependent_filter):
+        torch.testing.assert_close(fn(x, ones, zeros, weight, None), ref, atol=1e-5, rtol=1e-5)
