@@ -42,6 +42,10 @@ MEMORY_FRACTION_CPU = 0.4
 MEMORY_FRACTION_CUDA = 0.7
 #: Assumed free memory where it cannot be measured.
 FALLBACK_MEMORY = 4 << 30
+#: Cap on the activations' budget on the CPU, so that a 24-megapixel photo stays within about
+#: 4 GiB of resident memory whatever the machine (tiles beyond ~1 MP buy no speed on a CPU).
+#: ``DEBLUR_MEMORY_LIMIT`` (bytes, or with a K/M/G suffix) replaces it.
+CPU_ACTIVATION_CAP = 2 << 30
 
 A = TypeVar("A")
 
@@ -193,15 +197,37 @@ def available_memory(device: Any | None = None) -> int:
     """Bytes the engine may use for activations on ``device`` (a :class:`torch.device` or None).
 
     CUDA: ``MEMORY_FRACTION_CUDA`` of ``torch.cuda.mem_get_info``'s free memory. Otherwise
-    ``MEMORY_FRACTION_CPU`` of the host's available memory: ``MemAvailable`` from
-    ``/proc/meminfo``, psutil if installed, else :data:`FALLBACK_MEMORY`.
+    ``MEMORY_FRACTION_CPU`` of the host's available memory (``MemAvailable`` from
+    ``/proc/meminfo``, psutil if installed, else :data:`FALLBACK_MEMORY`), at most
+    :func:`memory_cap`.
     """
     if device is not None and getattr(device, "type", None) == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * MEMORY_FRACTION_CUDA)
-    return int(_host_available_memory() * MEMORY_FRACTION_CPU)
+    return int(min(_host_available_memory() * MEMORY_FRACTION_CPU, memory_cap()))
+
+
+def memory_cap() -> int:
+    """The CPU activation cap: ``DEBLUR_MEMORY_LIMIT`` if set (e.g. ``8G``), else
+    :data:`CPU_ACTIVATION_CAP`.
+
+    Raises:
+        DeblurError: an unreadable ``DEBLUR_MEMORY_LIMIT``.
+    """
+    raw = os.environ.get("DEBLUR_MEMORY_LIMIT", "").strip()
+    if not raw:
+        return CPU_ACTIVATION_CAP
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        scale = units.get(raw[-1].upper(), 1)
+        value = float(raw[:-1] if raw[-1].upper() in units else raw) * scale
+    except ValueError:
+        raise DeblurError(f"DEBLUR_MEMORY_LIMIT={raw!r}: give bytes or a number with K/M/G, e.g. 4G") from None
+    if value <= 0:
+        raise DeblurError(f"DEBLUR_MEMORY_LIMIT={raw!r} must be positive")
+    return int(value)
 
 
 def _host_available_memory() -> int:

@@ -354,3 +354,18 @@ def test_out_of_memory_is_a_clear_error(tmp_path):
     with pytest.raises(DeblurError, match="out of memory.*--tile"):
         Deblurrer(backend=Starved()).deblur_file(tmp_path / "a.png", tmp_path / "b.png")
     assert not (tmp_path / "b.png").exists()
+
+
+def test_cpu_memory_budget_is_capped(monkeypatch):
+    from deblur_cli import engine
+
+    monkeypatch.setattr(engine, "_host_available_memory", lambda: 64 << 30)
+    monkeypatch.delenv("DEBLUR_MEMORY_LIMIT", raising=False)
+    assert engine.available_memory() == engine.CPU_ACTIVATION_CAP
+    monkeypatch.setenv("DEBLUR_MEMORY_LIMIT", "8G")
+    assert engine.available_memory() == 8 << 30
+    monkeypatch.setenv("DEBLUR_MEMORY_LIMIT", "100G")
+    assert engine.available_memory() == int((64 << 30) * engine.MEMORY_FRACTION_CPU)
+    monkeypatch.setenv("DEBLUR_MEMORY_LIMIT", "lots")
+    with pytest.raises(engine.DeblurError, match="DEBLUR_MEMORY_LIMIT"):
+        engine.available_memory()
