@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python runs/recipe_saphn_s.py [--minutes M]``; it resumes
 automatically when runs/saphn-s.synth/state.json exists. The same run through the CLI:
-``deblur train --model saphn-s --synthetic data/photos/train --val data/heldout --out runs/saphn-s.synth``
+``deblur train --model saphn-s --synthetic data/photos/train --val data/photos/heldout-pairs --out runs/saphn-s.synth``
 with the flags below.
 """
 
@@ -40,7 +40,7 @@ if __name__ == "__main__":
         run,
         RECIPE,
         synthetic=Path("data/photos/train"),
-        val=Path("data/heldout"),
+        val=Path("data/photos/heldout-pairs"),
         resume=(run / "state.json").exists(),
         max_minutes=args.minutes,
         log=lambda s: print(s, flush=True),

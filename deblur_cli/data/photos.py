@@ -12,7 +12,10 @@ are left out. Near-duplicates (stereo pairs, before/after pairs) sit on the same
 split, so no held-out scene is seen in training.
 
 Run ``python -m deblur_cli.data.photos OUT_DIR`` to (re)build ``OUT_DIR/train`` and
-``OUT_DIR/heldout`` as PNG files; it downloads ``opencv-doc`` with apt if no folder is given.
+``OUT_DIR/heldout`` as PNG files, and the fixed held-out evaluation pairs
+``OUT_DIR/heldout-pairs/{blur,sharp}`` (each held-out photo blurred both ways, see
+:func:`deblur_cli.data.datasets.make_heldout_set`); it downloads ``opencv-doc`` with apt if no
+folder is given.
 """
 
 from __future__ import annotations
@@ -107,7 +110,12 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--opencv-doc", type=Path, default=None, help="where opencv-doc was unpacked (dpkg -x)")
     args = ap.parse_args()
-    print(build(args.out, args.opencv_doc))
+    counts = build(args.out, args.opencv_doc)
+    from deblur_cli.data.datasets import make_heldout_set
+
+    pairs = make_heldout_set(args.out / "heldout", args.out / "heldout-pairs")
+    print(f"{counts['train']} training photos in {args.out / 'train'}, {counts['heldout']} held-out photos in "
+          f"{args.out / 'heldout'}, {len(pairs)} held-out pairs in {args.out / 'heldout-pairs'}")  # fmt: skip
 
 
 if __name__ == "__main__":
