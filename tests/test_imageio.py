@@ -301,3 +301,18 @@ def test_unwritable_output(tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     with pytest.raises(DeblurError, match="cannot write"):
         dio.write_image(tmp_path / "file" / "out.png", _rgb8())
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from deblur_cli.imageio import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_bytes(tmp_path / "x.bin", b"abc")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_bytes() == b"abc"
