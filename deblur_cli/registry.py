@@ -31,6 +31,20 @@ from deblur_cli.errors import DeblurError
 
 #: Package that holds the shipped weights folder (the repository's top-level ``weights/``).
 WEIGHTS_PACKAGE = "deblur_cli.weights"
+
+
+def weights_dir() -> Path:
+    """The folder of the shipped weights: the installed ``deblur_cli.weights`` package, or
+    ``weights/`` beside the package in a source checkout (where ``deblur_cli`` is imported
+    from the working tree, e.g. ``python -m pytest`` in a clone, and the package-dir mapping of
+    an installation does not apply)."""
+    try:
+        return Path(str(files(WEIGHTS_PACKAGE)))
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parent.parent / "weights"
+        if (checkout / REGISTRY_FILE).is_file():
+            return checkout
+        raise
 #: File name of the registry inside that package.
 REGISTRY_FILE = "registry.json"
 #: Version of the registry file layout.
@@ -174,7 +188,7 @@ class Registry:
         """Path of ``entry``'s bundled file if it is present in the installed package."""
         if not entry.bundled:
             return None
-        folder = self.path.parent if self.path is not None else Path(str(files(WEIGHTS_PACKAGE)))
+        folder = self.path.parent if self.path is not None else weights_dir()
         p = folder / entry.bundled
         return p if p.is_file() else None
 
@@ -189,7 +203,7 @@ class Registry:
 
 def default_registry_path() -> Path:
     """``registry.json`` of the installed package (the repo's ``weights/`` in an editable install)."""
-    return Path(str(files(WEIGHTS_PACKAGE) / REGISTRY_FILE))
+    return weights_dir() / REGISTRY_FILE
 
 
 def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,9 @@ from deblur_cli.registry import (
 
 
 def test_shipped_registry() -> None:
-    folder = files("deblur_cli.weights")
+    from deblur_cli.registry import weights_dir
+
+    folder = weights_dir()
     assert (folder / "registry.json").is_file() and (folder / "MODEL_CARD.md").is_file()
     reg = load_registry()
     assert reg.default == "saphn-s.synth"
@@ -136,3 +137,22 @@ def test_safetensors_header_reader(tmp_path: Path) -> None:
             read_safetensors_metadata(tmp_path / name)
     with pytest.raises(DeblurError, match="not found"):
         read_safetensors_metadata(tmp_path / "nope")
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_weights(tmp_path) -> None:
+    """A built wheel carries registry, model card and bundled weights as deblur_cli/weights/."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)  # fmt: skip
+    wheel = next(tmp_path.glob("deblur_cli-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    reg = load_registry()
+    for needed in ("registry.json", "MODEL_CARD.md", reg.get().bundled):
+        assert f"deblur_cli/weights/{needed}" in names, needed
+    assert not any(n.startswith("runs/") or n.startswith("tests/") for n in names)

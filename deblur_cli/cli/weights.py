@@ -241,10 +241,8 @@ def publish(
 
     Needs a token with write access (--token, HF_TOKEN or `hf auth login`).
     """
-    from importlib.resources import files
-
     from deblur_cli import hub
-    from deblur_cli.registry import WEIGHTS_PACKAGE, load_registry, update_entry
+    from deblur_cli.registry import load_registry, update_entry, weights_dir
 
     reg = load_registry(registry)
     entry = reg.get(name)
@@ -255,7 +253,7 @@ def publish(
         raise DeblurError(f"weights file not found: {src}")
     card_path = None
     if card:
-        folder = reg.path.parent if reg.path is not None else Path(str(files(WEIGHTS_PACKAGE)))
+        folder = reg.path.parent if reg.path is not None else weights_dir()
         card_path = folder / "MODEL_CARD.md"
         if not card_path.is_file():
             raise DeblurError(f"model card not found: {card_path}")
