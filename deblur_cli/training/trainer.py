@@ -343,7 +343,7 @@ def train(
 
 def _blur_overrides(d: dict) -> dict:
     out = dict(d)
-    for k in ("length", "noise_sigma", "jpeg_quality"):
+    for k in ("length", "noise_sigma", "shot_noise", "jpeg_quality"):
         if k in out:
             out[k] = tuple(out[k])
     return out
