@@ -20,8 +20,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,30 +30,18 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency import cpu_name  # one definition for the benchmark scripts
+
 from deblur_cli.backends import TorchBackend
 from deblur_cli.errors import DeblurError
-from deblur_cli.models import create_model, list_variants
+from deblur_cli.models import create_model, list_variants, randomize_zero_layers
 from deblur_cli.onnx_backend import OnnxBackend
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def random_model(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model(name).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0.0, 0.05)
-    return model
+    """Variant ``name`` with every path live (fixed values, so exports are cached once)."""
+    return randomize_zero_layers(create_model(name), seed=0)
 
 
 def seconds(run, x: np.ndarray, warmup: int, runs: int) -> tuple[float, np.ndarray]:

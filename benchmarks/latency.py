@@ -50,7 +50,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dmphn import BASELINES
 
-from deblur_cli.models import create_model, list_variants, pixel_filter
+from deblur_cli.models import create_model, list_variants, pixel_filter, randomize_zero_layers
 
 #: Variants benchmarked by default (``saphn-tiny`` is a test configuration).
 DEFAULT_VARIANTS = ("saphn", "saphn-a", "saphn-s")
@@ -85,12 +85,7 @@ def cpu_name() -> str:
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Eval mode, and zero-initialised tensors (decoder heads, meta-layers) made non-zero."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model.eval()
+    return randomize_zero_layers(model, seed=seed)
 
 
 def build_models(variants: list[str], baselines: list[str]) -> dict[str, nn.Module]:

@@ -330,14 +330,10 @@ def tiny_weights(path: Path, seed: int = 0, arch: str = "saphn-tiny") -> tuple[P
     import torch
 
     from deblur_cli.loading import save_weights
-    from deblur_cli.models import create_model
+    from deblur_cli.models import create_model, randomize_zero_layers
 
     torch.manual_seed(seed)
-    model = create_model("saphn-tiny")
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0.0, 0.05)
+    model = randomize_zero_layers(create_model("saphn-tiny"))
     return path, save_weights(model, path, arch)
 
 

@@ -18,12 +18,10 @@ sys.path.insert(0, str(BENCH_DIR))
 import dmphn
 
 
-def _randomize(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0.0, std)
-    return model.eval()
+def _randomize(model: torch.nn.Module) -> torch.nn.Module:
+    from deblur_cli.models import randomize_zero_layers
+
+    return randomize_zero_layers(model)
 
 
 # --- DMPHN (benchmarks/dmphn.py) ------------------------------------------------------------

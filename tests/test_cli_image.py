@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -17,14 +16,9 @@ _register()
 
 
 @pytest.fixture
-def weights(tmp_path_factory, tiny_model) -> str:
-    """A ``saphn-tiny`` weights file in the format of ``deblur_cli.loading``."""
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    meta = {"arch": "saphn-tiny", "config": json.dumps(tiny_model.config.to_dict())}
-    save_file(tiny_model.state_dict(), str(path), metadata=meta)
-    return str(path)
+def weights(tiny_weights) -> str:
+    """conftest's ``saphn-tiny`` weights file, as a string."""
+    return str(tiny_weights)
 
 
 @pytest.fixture

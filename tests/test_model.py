@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from deblur_cli.models import SAPHN, create_model, get_config, list_variants
+from deblur_cli.models import SAPHN, create_model, get_config, list_variants, randomize_zero_layers
 from deblur_cli.models.attention import EfficientAttention, attention_reference
 from deblur_cli.models.pixel_filter import PixelDependentFilter, pixel_dependent_filter
 from deblur_cli.models.saphn import halves_to_full, quadrants_to_halves, split_halves, split_quadrants
@@ -17,13 +17,9 @@ from deblur_cli.models.saphn import halves_to_full, quadrants_to_halves, split_h
 TINY = dict(widths=(4, 8, 8), blocks=1, attn_maps=2, kernel_size=3)
 
 
-def _randomize(model: torch.nn.Module, std: float = 0.1) -> torch.nn.Module:
-    """Give zero-initialised layers (heads, meta-layers) random values so every path is live."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0.0, std)
-    return model
+def _randomize(model: torch.nn.Module) -> torch.nn.Module:
+    """Every path live (zero-initialised heads and meta-layers get values), back in train mode."""
+    return randomize_zero_layers(model, std=0.1).train()
 
 
 # --- Pixel-dependent filtering (Eq. 11) ---------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.models import create_model
+from deblur_cli.models import create_model, randomize_zero_layers
 from deblur_cli.onnx_backend import OnnxBackend, cache_path, default_cache_dir
 from deblur_cli.onnx_export import (
     INPUT_NAME,
@@ -42,12 +42,7 @@ NEEDS_NO_CUDA = pytest.mark.skipif(
 def make_tiny(seed: int = 0):
     """``saphn-tiny`` with non-zero heads and meta-layers (as conftest's ``tiny_model``)."""
     torch.manual_seed(seed)
-    model = create_model("saphn-tiny").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0.0, 0.05)
-    return model
+    return randomize_zero_layers(create_model("saphn-tiny"))
 
 
 def torch_out(model, x: np.ndarray) -> np.ndarray:

@@ -167,15 +167,10 @@ def test_all_maps_and_other_blocks(tiny_model):
 
 
 def test_model_without_offsets_is_skipped_with_a_note():
-    import torch
 
-    from deblur_cli.models import create_model
+    from deblur_cli.models import create_model, randomize_zero_layers
 
-    model = create_model("saphn-tiny", adaptive_offset=False).eval()  # like saphn-a
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0.0, 0.05)
+    model = randomize_zero_layers(create_model("saphn-tiny", adaptive_offset=False))  # like saphn-a
     _, r = viz.visualize(model, textured(24, 24), MapSelection.from_flags(offsets=True, kernels=True))
     assert r.names == ["kernel_var"]
     assert any("offsets" in n and "saphn-a" in n for n in r.notes)

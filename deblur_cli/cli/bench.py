@@ -91,16 +91,11 @@ def random_weights_model(name: str) -> Any:
     Deterministic (the same weights every time, so an ONNX export is cached once)."""
     import torch
 
-    from deblur_cli.models import create_model
+    from deblur_cli.models import create_model, randomize_zero_layers
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = create_model(name).eval()
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.abs().sum() == 0:
-                    p.normal_(0.0, 0.05)
-    return model
+        return randomize_zero_layers(create_model(name), seed=0)
 
 
 def peak_rss_mib() -> float | None:

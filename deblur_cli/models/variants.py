@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import torch
+
 from deblur_cli.models.saphn import SAPHN, SAPHNConfig
 
 _REGISTRY: dict[str, Callable[[], SAPHNConfig]] = {}
@@ -75,3 +77,18 @@ def get_config(name: str, **overrides: object) -> SAPHNConfig:
 def create_model(name: str, **overrides: object) -> SAPHN:
     """Build variant ``name`` (randomly initialised), with optional Table 3 switches etc."""
     return SAPHN(get_config(name, **overrides))
+
+
+def randomize_zero_layers(model: torch.nn.Module, std: float = 0.05, seed: int | None = None) -> torch.nn.Module:
+    """Give the zero-initialised tensors (decoder heads, filter meta-layers) random values.
+
+    An untrained SAPHN is the identity by construction; tests and benchmarks want every path
+    to do real work instead. With ``seed`` the values are the same on every call (without
+    touching the global RNG). Returns the model, in eval mode.
+    """
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
+    return model.eval()
