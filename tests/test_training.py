@@ -241,3 +241,22 @@ def test_cli_train_bad_arguments(tmp_path, args):
     res = runner.invoke(cli_main.app, ["train", "--out", str(tmp_path / "o"), *args])
     assert res.exit_code != 0
     assert "Traceback" not in res.output
+
+
+def test_sigterm_checkpoints_and_stops(photos, tmp_path):
+    """A SIGTERM (or Ctrl-C) mid-run finishes the step, writes the checkpoint and returns."""
+    import os
+    import signal
+
+    calls = []
+
+    def on_step(step, loss, lr):
+        calls.append(step)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    st = train(tmp_path / "r", _tiny_cfg(steps=50), synthetic=photos, log=lambda s: None, on_step=on_step)
+    assert st.step == 2 and calls == [1, 2]
+    assert json.loads((tmp_path / "r" / "state.json").read_text())["run"]["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) == before

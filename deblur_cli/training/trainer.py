@@ -294,6 +294,7 @@ def train(
         source.rng.bit_generator.state = saved["data_rng"]
         log(f"resumed at step {st.step} ({st.seconds / 3600:.2f} h trained)")
     val_pairs = find_pairs(Path(val)) if val is not None else []
+    stop = _StopRequest()
     model.train()
     t_start = time.time()
     last_ckpt = time.time()
@@ -333,12 +334,45 @@ def train(
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or st.step == cfg.steps or out_of_time:
             save_checkpoint(run_dir, model, opt, cfg, st, source.rng.bit_generator.state)
             last_ckpt = time.time()
-        if out_of_time:
-            log(f"stopping after {max_minutes} minutes at step {st.step}; resume with --resume")
+        if out_of_time or stop.requested:
+            why = f"after {max_minutes} minutes" if out_of_time else f"on {stop.requested}"
+            log(f"stopping {why} at step {st.step}; resume with --resume")
             break
+    stop.restore()
     save_checkpoint(run_dir, model, opt, cfg, st, source.rng.bit_generator.state)
     export_weights(run_dir, model, cfg, st, "final")
     return st
+
+
+class _StopRequest:
+    """Turns SIGINT (Ctrl-C) and SIGTERM into "finish this step, checkpoint, stop" while
+    training runs in the main thread; the previous handlers are restored at the end."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested: str | None = None
+        self._old: dict[int, object] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import signal
+
+        if self.requested is not None:  # a second signal: stop at once
+            self.restore()
+            signal.raise_signal(signum)
+        self.requested = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._old.clear()
 
 
 def _blur_overrides(d: dict) -> dict:
