@@ -274,3 +274,25 @@ def test_nothing_is_kept_without_a_request():
 def test_config_round_trip():
     cfg = get_config("saphn-s")
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
+
+
+def test_stage_blocks_add_full_and_half_resolution_capacity():
+    """``stage_blocks`` adds DMPHN's plain residual blocks; 0 keeps the parameter names of
+    existing weights; the network still starts as the identity and trains."""
+    base = create_model("saphn-tiny")
+    more = create_model("saphn-tiny", stage_blocks=2)
+    assert set(base.state_dict()) < set(more.state_dict())
+    assert more.num_parameters() > base.num_parameters()
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(more.eval()(x), x)
+    more = _randomize(more)
+    more(x).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in more.parameters())
+
+
+def test_shipped_weights_still_load_strictly():
+    from deblur_cli.loading import load_model
+
+    model, info = load_model()
+    assert info["arch"] == "saphn-s" and model.config.stage_blocks == 0

@@ -8,6 +8,9 @@ encoder and ``N`` in the decoder, all at 1/4 resolution where the module is chea
 blocks cross-attend the encoder block of the mirrored depth (decoder block ``i`` attends
 encoder block ``N-1-i``, as in a U-Net).
 
+``stage_blocks`` (0 in every registered variant for now) adds DMPHN's plain residual blocks at
+full and half resolution, in encoder and decoder: more capacity where fine detail lives.
+
 ``stage_skips`` (not in the paper, off in ``saphn``) adds the encoder's full- and half-
 resolution features to the decoder's: narrow CPU variants have too few channels at 1/4
 resolution to carry fine detail through the bottleneck alone.
@@ -44,21 +47,41 @@ class ResBlock(nn.Module):
         return x + self.conv2(y)
 
 
+class PlainResBlock(nn.Module):
+    """DMPHN's residual block ``x + conv(relu(conv(x)))``, for the full- and half-resolution
+    stages when ``stage_blocks > 0`` (``(B, C, H, W) -> (B, C, H, W)``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
+def _stage(channels: int, count: int) -> nn.Sequential:
+    """``count`` plain residual blocks (an empty Sequential, with no parameters, for 0)."""
+    return nn.Sequential(*(PlainResBlock(channels) for _ in range(count)))
+
+
 class Encoder(nn.Module):
     """RGB patch ``(B, 3, H, W)`` -> features ``(B, widths[2], H/4, W/4)``.
 
     Args:
         widths: channels at full, half and quarter resolution.
         blocks: ``N`` residual blocks at quarter resolution.
+        stage_blocks: plain residual blocks at full and at half resolution (DMPHN has 2).
         cam: keyword arguments of the blocks' content-aware modules.
     """
 
-    def __init__(self, widths: tuple[int, int, int], blocks: int, **cam: object) -> None:
+    def __init__(self, widths: tuple[int, int, int], blocks: int, stage_blocks: int = 0, **cam: object) -> None:
         super().__init__()
         c0, c1, c2 = widths
         act = nn.ReLU(inplace=True)
-        self.stem = nn.Sequential(nn.Conv2d(3, c0, 3, padding=1), act)
-        self.down1 = nn.Sequential(nn.Conv2d(c0, c1, 3, stride=2, padding=1), act)
+        self.stem = nn.Sequential(nn.Conv2d(3, c0, 3, padding=1), act, *_stage(c0, stage_blocks))
+        self.down1 = nn.Sequential(nn.Conv2d(c0, c1, 3, stride=2, padding=1), act, *_stage(c1, stage_blocks))
         self.down2 = nn.Sequential(nn.Conv2d(c1, c2, 3, stride=2, padding=1), act)
         self.blocks = nn.ModuleList(ResBlock(c2, cross_attention=False, **cam) for _ in range(blocks))
 
@@ -83,11 +106,18 @@ class Decoder(nn.Module):
         blocks: ``N``.
         cross_attention: decoder blocks attend the mirrored encoder block (Table 3 "CA").
         stage_skips: add the encoder's full/half-resolution features (see module docstring).
+        stage_blocks: plain residual blocks at half and at full resolution, after the additions.
         cam: keyword arguments of the blocks' content-aware modules.
     """
 
     def __init__(
-        self, widths: tuple[int, int, int], blocks: int, cross_attention: bool, stage_skips: bool, **cam: object
+        self,
+        widths: tuple[int, int, int],
+        blocks: int,
+        cross_attention: bool,
+        stage_skips: bool,
+        stage_blocks: int = 0,
+        **cam: object,
     ) -> None:
         super().__init__()
         c0, c1, c2 = widths
@@ -96,6 +126,8 @@ class Decoder(nn.Module):
         act = nn.ReLU(inplace=True)
         self.up1 = nn.Sequential(nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), act)
         self.up2 = nn.Sequential(nn.ConvTranspose2d(c1, c0, 4, stride=2, padding=1), act)
+        self.half_blocks = _stage(c1, stage_blocks)
+        self.full_blocks = _stage(c0, stage_blocks)
         self.head = nn.Conv2d(c0, 3, 3, padding=1)
         # Zero head: every level starts as the identity, so training begins from "output = input".
         nn.init.zeros_(self.head.weight)
@@ -111,7 +143,7 @@ class Decoder(nn.Module):
         f = self.up1(f)
         if self.stage_skips:
             f = f + enc_feats[1]
-        f = self.up2(f)
+        f = self.up2(self.half_blocks(f))
         if self.stage_skips:
             f = f + enc_feats[0]
-        return self.head(f)
+        return self.head(self.full_blocks(f))

@@ -53,6 +53,8 @@ class SAPHNConfig:
         adaptive_kernel: Table 3 "Kernel"; off means ``V = 1``.
         adaptive_offset: Table 3 "Offset"; off means ``delta = 0`` (Table 1 "Ours(a)").
         stage_skips: encoder-to-decoder additions at full/half resolution (not in the paper).
+        stage_blocks: DMPHN-style plain residual blocks at full and at half resolution, in
+            every encoder and decoder (0: none, the quarter-resolution blocks do all the work).
     """
 
     widths: tuple[int, int, int] = (32, 64, 128)
@@ -66,6 +68,7 @@ class SAPHNConfig:
     adaptive_kernel: bool = True
     adaptive_offset: bool = True
     stage_skips: bool = False
+    stage_blocks: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly dict (tuples become lists)."""
@@ -161,9 +164,10 @@ class SAPHN(nn.Module):
             adaptive_offset=cfg.adaptive_offset,
             self_attention=cfg.self_attention,
         )
-        self.encoders = nn.ModuleList(Encoder(cfg.widths, cfg.blocks, **cam) for _ in range(3))
+        self.encoders = nn.ModuleList(Encoder(cfg.widths, cfg.blocks, cfg.stage_blocks, **cam) for _ in range(3))
         self.decoders = nn.ModuleList(
-            Decoder(cfg.widths, cfg.blocks, cfg.cross_attention, cfg.stage_skips, **cam) for _ in range(3)
+            Decoder(cfg.widths, cfg.blocks, cfg.cross_attention, cfg.stage_skips, cfg.stage_blocks, **cam)
+            for _ in range(3)
         )
         c = cfg.widths[2]
         # Cross-level attention into level 2 (from level 3) and into level 1 (from level 2).
