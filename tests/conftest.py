@@ -43,3 +43,15 @@ def tiny_weights(tmp_path_factory, tiny_model):
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(tiny_model, path, "saphn-tiny")
     return path
+
+
+@pytest.fixture
+def cli():
+    """Invoke the ``deblur`` Typer app in-process: ``cli("image", path, ...)``."""
+    from typer.testing import CliRunner
+
+    from deblur_cli.cli.main import _register, app
+
+    _register()
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])

@@ -170,17 +170,6 @@ def test_load_sharp_shrinks(tmp_path):
 
 
 @pytest.fixture
-def cli():
-    from typer.testing import CliRunner
-
-    from deblur_cli.cli.main import _register, app
-
-    _register()
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
 def setup(tiny_model, tmp_path):
     from deblur_cli.loading import save_weights
 

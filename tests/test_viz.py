@@ -207,26 +207,6 @@ def test_fit_for_viz_shrinks_and_checks_memory(tiny_model, monkeypatch):
 
 
 @pytest.fixture
-def cli():
-    from typer.testing import CliRunner
-
-    from deblur_cli.cli.main import _register, app
-
-    _register()
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def tiny_weights(tiny_model, tmp_path):
-    from deblur_cli.loading import save_weights
-
-    path = tmp_path / "tiny.safetensors"
-    save_weights(tiny_model, path, arch="saphn-tiny")
-    return path
-
-
-@pytest.fixture
 def image_file(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(textured(30, 42)).save(path)
