@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import cpu_name  # one definition for the benchmark scripts
+from latency import parse_size as latency_parse_size
 
 from deblur_cli.backends import TorchBackend
 from deblur_cli.errors import DeblurError
@@ -57,10 +58,8 @@ def seconds(run, x: np.ndarray, warmup: int, runs: int) -> tuple[float, np.ndarr
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 1280x720, not {text!r}") from None
+    """``latency.parse_size``, at least 16x16 (the engine's smallest network input)."""
+    w, h = latency_parse_size(text)
     if w < 16 or h < 16:
         raise argparse.ArgumentTypeError("size must be at least 16x16")
     return w, h

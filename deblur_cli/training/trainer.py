@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from deblur_cli.data.datasets import Pair, SyntheticPairs, find_pairs, read_rgb
 from deblur_cli.data.synthetic import BlurSettings
+from deblur_cli.evaluate import psnr
 from deblur_cli.models import SAPHN, create_model
 
 
@@ -95,14 +96,6 @@ def restoration_loss(cfg: TrainConfig, levels: list[torch.Tensor], target: torch
             raise ValueError(f"unknown loss {cfg.loss!r}")
         total = total + w * term
     return total
-
-
-def psnr(pred: np.ndarray, target: np.ndarray) -> float:
-    """PSNR in dB of 8-bit-quantised images in ``[0, 1]`` (the paper's RGB, full-image protocol)."""
-    a = np.round(np.clip(pred, 0, 1) * 255.0)
-    b = np.round(np.clip(target, 0, 1) * 255.0)
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 class GoProPairs:
