@@ -224,7 +224,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--compare-reference", action="store_true", help="add rows with the reference (unoptimised) filtering module"
     )
+    ap.add_argument(
+        "--grid-sample-only",
+        action="store_true",
+        help="filtering module gathers with grid_sample at every width (no embedding_bag row gather): the before",
+    )
     args = ap.parse_args(argv)
+    if args.grid_sample_only:
+        pixel_filter.ROW_GATHER_MIN_CHANNELS = 1 << 30
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         ap.error("--runs and --threads must be >= 1, --warmup >= 0")
 

@@ -73,10 +73,14 @@ class TorchBackend:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a :class:`torch.device`.
         fp16: run under CUDA autocast in half precision (weights stay fp32, softmaxes run in
             fp32); a :class:`DeblurError` on CPU, see :func:`deblur_cli.device.check_fp16`.
+        bf16: run under bfloat16 autocast (CPU with native bf16, or CUDA); the filtering module
+            keeps float32 (see ``pixel_filter._in_float32``). See
+            :func:`deblur_cli.device.resolve_precision`.
 
     Attributes:
         device: the resolved :class:`torch.device`.
         device_description: e.g. ``"cpu (2 threads), torch fp32"``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         info: the model's info dict from the loader.
         config: the model's ``SAPHNConfig`` if it has one.
     """
@@ -87,16 +91,18 @@ class TorchBackend:
         weights: str | None = None,
         device: str | torch.device = "auto",
         fp16: bool = False,
+        bf16: bool = False,
     ) -> None:
         import torch
 
-        from deblur_cli.device import check_fp16, describe_device, resolve_device
+        from deblur_cli.device import describe_device, resolve_device, resolve_precision
 
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.fp16 = check_fp16(self.device, fp16)
+        self.precision = resolve_precision(self.device, fp16, bf16)
+        self.fp16 = self.precision == "fp16"
         self.model, self.info = load_torch_model(model, weights, self.device)
         self.config = getattr(self.model, "config", None)
-        self.device_description = f"{describe_device(self.device)}, torch {'fp16' if fp16 else 'fp32'}"
+        self.device_description = f"{describe_device(self.device)}, torch {self.precision}"
 
     def run(self, batch: np.ndarray, maps: dict[str, Any] | None = None) -> np.ndarray:
         """See :meth:`Backend.run`; ``maps`` (torch only) receives the network's internal maps
@@ -104,7 +110,9 @@ class TorchBackend:
         import torch
 
         x = torch.from_numpy(batch).to(self.device, torch.float32)
-        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.fp16):
+        low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        autocast = torch.autocast(self.device.type, low or torch.bfloat16, enabled=low is not None)
+        with torch.inference_mode(), autocast:
             y = self.model(x) if maps is None else self.model(x, maps=maps)
         return y.float().cpu().numpy()
 
@@ -115,6 +123,7 @@ def create_backend(
     weights: str | None = None,
     device: str = "auto",
     fp16: bool = False,
+    bf16: bool = False,
 ) -> Backend:
     """Build the backend called ``backend`` (``"torch"`` or ``"onnx"``).
 
@@ -124,10 +133,12 @@ def create_backend(
 
     Raises:
         DeblurError: unknown backend, or the ONNX backend not installed (or its own errors,
-            e.g. fp16 without the CUDA provider).
+            e.g. fp16 without the CUDA provider), or bf16 with the ONNX backend.
     """
     if backend == "torch":
-        return TorchBackend(model, weights, device, fp16)
+        return TorchBackend(model, weights, device, fp16, bf16)
+    if bf16:
+        raise DeblurError("--bf16 runs with the torch backend only (ONNX Runtime has no bfloat16 kernels for this model)")
     if backend == "onnx":
         try:
             from deblur_cli.onnx_backend import OnnxBackend

@@ -8,6 +8,9 @@ Rules (the README's "Device" section repeats them for users):
 * fp16 runs only on CUDA. Asking for fp16 on a run that resolved to the CPU is a
   :class:`DeblurError` too (CPU half precision is slow or unsupported for several of the
   model's ops, see Real-ESRGAN issue #306), so the user knows exactly what ran.
+* bf16 (bfloat16 autocast) runs on CUDA devices that support it and on CPUs with native
+  bfloat16 arithmetic (AVX512-BF16 or AMX); elsewhere torch emulates it, slower than fp32,
+  so asking for it there is a :class:`DeblurError` as well. fp16 and bf16 are exclusive.
 """
 
 from __future__ import annotations
@@ -70,6 +73,54 @@ def check_fp16(device: torch.device, fp16: bool) -> bool:
     if fp16 and device.type != "cuda":
         raise DeblurError(f"--fp16 needs a CUDA device but this run uses {device}; drop --fp16 (fp32 is the default)")
     return fp16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX tiles).
+
+    Uses torch's own CPU feature probes (``torch.cpu._is_avx512_bf16_supported`` and
+    ``torch.cpu._is_amx_tile_supported``; private, hence the guarded lookup: a torch without
+    them counts as "no").
+    """
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_precision(device: torch.device, fp16: bool = False, bf16: bool = False) -> str:
+    """Validate a precision request for ``device`` and name it.
+
+    Args:
+        device: the resolved device.
+        fp16: float16 autocast (CUDA only).
+        bf16: bfloat16 autocast (CUDA with bf16 support, or a CPU with native bf16).
+
+    Returns:
+        ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+
+    Raises:
+        DeblurError: both requested, fp16 off CUDA, or bf16 where it would be emulated.
+    """
+    import torch
+
+    if fp16 and bf16:
+        raise DeblurError("--fp16 and --bf16 are exclusive; pick one")
+    if fp16:
+        check_fp16(device, fp16)
+        return "fp16"
+    if not bf16:
+        return "fp32"
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise DeblurError(f"--bf16: {describe_device(device)} has no bfloat16 support; use --fp16 or fp32")
+        return "bf16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    raise DeblurError(
+        f"--bf16 needs native bfloat16 (a CPU with AVX512-BF16 or AMX, or a CUDA GPU); on {device} "
+        "torch would emulate it, slower than fp32: drop --bf16"
+    )
 
 
 def describe_device(device: torch.device) -> str:

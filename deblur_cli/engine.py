@@ -176,20 +176,20 @@ def tile_process(
 def estimate_bytes_per_pixel(config: Any | None) -> float:
     """Peak inference memory of the network per input pixel (fp32, batch 1), in bytes.
 
-    A fit of measured peak RSS growth per pixel on CPU (256^2 and 512^2 inputs, torch 2.13):
-    ``saphn-tiny`` ~330-370 B, ``saphn-s`` ~1.0-1.1 kB, ``saphn`` ~2.9-3.2 kB, matched by
-    ``4 B x (60 + 2.7 c0 + 2.9 c2 K^2 / 16)`` floats (``c0``/``c2``: full/quarter-resolution
-    widths, ``K``: filter size; the ``K^2`` shifted copies of the quarter-resolution features
-    made by the pixel-dependent filter dominate in wide variants). A 1.5x margin is added.
-    Without a config (e.g. an ONNX file) the paper's configuration is assumed.
+    A fit of measured peak RSS growth per pixel on CPU (256^2 -> 512^2 inputs, torch 2.13,
+    2026-11-22, after the filtering module went tap by tap): ``saphn-tiny`` ~350 B,
+    ``saphn-s`` ~890 B, ``saphn`` ~2.0 kB, matched by ``4 B x (44 + 7.6 c0 + 1.75 c2)`` floats
+    (``c0``/``c2``: full/quarter-resolution widths; the full-resolution features of the three
+    levels dominate; the filter size no longer matters since the taps are gathered one at a
+    time). A 1.5x margin is added. Without a config (e.g. an ONNX file) the paper's
+    configuration is assumed.
     """
     if config is None:
         from deblur_cli.models.saphn import SAPHNConfig
 
         config = SAPHNConfig()
     c0, _, c2 = config.widths
-    k = config.kernel_size
-    floats = 60 + 2.7 * c0 + 2.9 * c2 * k * k / 16
+    floats = 44 + 7.6 * c0 + 1.75 * c2
     return 1.5 * 4 * floats
 
 
@@ -386,6 +386,7 @@ class Deblurrer:
             ``0`` never tiles.
         tile_overlap: overlap of neighbouring tiles in pixels (smoothly blended).
         fp16: half precision, CUDA only.
+        bf16: bfloat16 autocast, torch backend, on a CPU with native bf16 or on CUDA.
 
     Attributes:
         backend: the backend that runs the network.
@@ -409,6 +410,7 @@ class Deblurrer:
         tile: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         fp16: bool = False,
+        bf16: bool = False,
     ) -> None:
         from deblur_cli.backends import create_backend
 
@@ -422,7 +424,7 @@ class Deblurrer:
         self.tile_overlap = tile_overlap
         if isinstance(backend, str):
             w = os.fspath(weights) if weights is not None else None
-            self.backend = create_backend(backend, model, w, device, fp16)
+            self.backend = create_backend(backend, model, w, device, fp16, bf16)
         else:
             self.backend = backend
         self.device_description: str = self.backend.device_description

@@ -4,7 +4,7 @@ Run from the repository root: ``python runs/recipe_saphn_s.py [--minutes M]``; i
 automatically when runs/saphn-s.synth/state.json exists. The same run through the CLI::
 
     deblur train --model saphn-s --synthetic data/photos/train --val data/photos/heldout-pairs \
-        --out runs/saphn-s.synth --crop 128 --batch 8 --steps 12000 --lr 4e-4 --schedule cosine \
+        --out runs/saphn-s.synth --crop 128 --batch 8 --steps 10000 --lr 4e-4 --schedule cosine \
         --warmup 300 --loss l1+fft --level-weights 0.25,0.5,1 --grad-clip 1 --threads 2
 
 (``--resume`` to continue it). ``data/photos`` comes from ``python -m deblur_cli.data.photos data/photos``.
@@ -19,7 +19,7 @@ RECIPE = TrainConfig(
     model="saphn-s",
     crop=128,
     batch=8,
-    steps=12_000,
+    steps=10_000,
     lr=4e-4,
     schedule="cosine",
     warmup=300,
@@ -38,6 +38,7 @@ RECIPE = TrainConfig(
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="on resume: change the run's total steps")
     args = ap.parse_args()
     run = Path("runs/saphn-s.synth")
     train(
@@ -47,5 +48,6 @@ if __name__ == "__main__":
         val=Path("data/photos/heldout-pairs"),
         resume=(run / "state.json").exists(),
         max_minutes=args.minutes,
+        steps=args.steps,
         log=lambda s: print(s, flush=True),
     )

@@ -105,13 +105,28 @@ def test_pdf_tap_by_tap_equals_reference(shape, k, threads, use_bias):
     try:
         with torch.inference_mode():
             ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
-            ours = pf.pixel_dependent_filter(x, kernels, offsets, weight, bias)
+            ours = pf._filter_by_rows(x, kernels, offsets, weight, bias)  # CPU path from 64 channels
+            by_grid = pf._filter_by_grid_sample(x, kernels, offsets, weight, bias)  # other CPU, GPU, ONNX
             ref_k = pf._kernel_only_filter_reference(x, kernels, weight, bias)
             ours_k = pf._kernel_only_filter(x, kernels, weight, bias)
     finally:
         torch.set_num_threads(old)
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(by_grid, ref, atol=1e-5, rtol=1e-5)
+    # The row gather uses the exact sample positions; grid_sample's round trip through
+    # normalised coordinates moves them by ~1e-6 px, hence a slightly wider tolerance.
+    torch.testing.assert_close(ours, ref, atol=5e-5, rtol=1e-4)
     torch.testing.assert_close(ours_k, ref_k, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0, 8.0, 1e4])
+def test_row_gather_is_zero_padded_like_grid_sample_for_any_offset(scale):
+    """Offsets far beyond the 2-px zero border (clamped positions) and exactly integer ones."""
+    x, kernels, offsets, weight, bias = _pdf_inputs(2, 8, 9, 11, 3)
+    offsets = torch.round(offsets * scale * 4) / 4  # quarter pixels: corners exactly on the grid too
+    with torch.inference_mode():
+        ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
+        ours = pf._filter_by_rows(x, kernels, offsets, weight, bias)
+    torch.testing.assert_close(ours, ref, atol=5e-5, rtol=1e-4)
 
 
 def test_tap_grids_are_the_reference_grid_bit_for_bit():
@@ -120,14 +135,15 @@ def test_tap_grids_are_the_reference_grid_bit_for_bit():
     assert torch.equal(pf.tap_grids(offsets, 5), ref.transpose(0, 1))
 
 
-def test_pdf_gradients_equal_reference():
+@pytest.mark.parametrize("path", ["_filter_by_grid_sample", "_filter_by_rows"])
+def test_pdf_gradients_equal_reference(path):
     """Training takes the out-of-place path; its gradients match the reference's."""
     inputs = _pdf_inputs(2, 8, 10, 12, 5)
     a = [t.clone().requires_grad_() for t in inputs]
     b = [t.clone().requires_grad_() for t in inputs]
     g = torch.randn(2, 9, 10, 12)
     (pf.pixel_dependent_filter_reference(*a) * g).sum().backward()
-    (pf.pixel_dependent_filter(*b) * g).sum().backward()
+    (getattr(pf, path)(*b) * g).sum().backward()
     for ta, tb in zip(a, b):
         torch.testing.assert_close(tb.grad, ta.grad, atol=1e-4, rtol=1e-4)
     x, kernels, _, weight, bias = inputs
@@ -225,6 +241,24 @@ def test_bench_command_tiles_when_asked(cli):
     assert "tiles of 72 px" in result.output
 
 
+def test_bench_bf16_runs_or_refuses_by_cpu(cli, monkeypatch):
+    """--bf16 reaches the engine: it runs (and says bf16) on a CPU with native bf16, and is a
+    one-line error on one without."""
+    from deblur_cli import device as device_mod
+    from deblur_cli.errors import DeblurError
+
+    runner, app = cli
+    args = ["bench", "-m", "saphn-tiny", "--size", "48x40", "--runs", "1", "--device", "cpu", "--bf16"]
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "torch bf16" in result.output
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and isinstance(result.exception, DeblurError)
+    assert "emulate" in str(result.exception)
+
+
 def test_bench_rejects_a_bad_size(cli):
     from deblur_cli.errors import DeblurError
 
@@ -281,3 +315,14 @@ def test_pointwise_reference_is_a_convolution():
     ref = F.conv2d(x, weight, None, padding=1)
     for fn in (pf.pixel_dependent_filter_reference, pf.pixel_dependent_filter):
         torch.testing.assert_close(fn(x, ones, zeros, weight, None), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_filter_path_follows_the_channel_count(monkeypatch):
+    """The row gather runs from ROW_GATHER_MIN_CHANNELS channels on the CPU, grid_sample below."""
+    calls = []
+    monkeypatch.setattr(pf, "_filter_by_rows", lambda *a: calls.append("rows") or pf._filter_by_grid_sample(*a))
+    for c in (pf.ROW_GATHER_MIN_CHANNELS - 1, pf.ROW_GATHER_MIN_CHANNELS):
+        x, kernels, offsets, weight, bias = _pdf_inputs(1, c, 4, 5, 3)
+        with torch.inference_mode():
+            pf.pixel_dependent_filter(x, kernels, offsets, weight, bias)
+    assert calls == ["rows"]

@@ -191,3 +191,19 @@ def test_help_does_not_import_the_heavy_stack():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert "--tile-overlap" in invoke("image", "--help").stdout
+
+
+def test_image_bf16_on_a_cpu_with_native_bf16(photo, weights, tmp_path, monkeypatch):
+    from deblur_cli import device as device_mod
+
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    out = tmp_path / "bf16.png"
+    result = invoke("image", photo, "-o", out, "--weights", weights, "--device", "cpu", "--bf16")
+    assert result.exit_code == 0, result.output
+    assert "torch bf16" in result.stderr and out.exists()
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+    assert_error(invoke("image", photo, "-o", tmp_path / "x.png", "--weights", weights, "--bf16"), "--bf16 needs")
+    assert_error(
+        invoke("image", photo, "-o", tmp_path / "y.png", "--weights", weights, "--backend", "onnx", "--bf16"),
+        "--bf16",
+    )

@@ -1,11 +1,14 @@
-"""Device resolution and the fp16 rule, with CUDA presence faked by monkeypatching."""
+"""Device resolution and the fp16/bf16 rules, with CUDA presence and CPU features faked by monkeypatching."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deblur_cli.device import check_fp16, describe_device, resolve_device
+import numpy as np
+
+from deblur_cli import device as device_mod
+from deblur_cli.device import check_fp16, describe_device, resolve_device, resolve_precision
 from deblur_cli.errors import DeblurError
 
 
@@ -75,3 +78,69 @@ def test_torch_backend_reports_what_ran(no_cuda, tiny_model):
     assert backend.device_description.startswith("cpu") and "fp32" in backend.device_description
     with pytest.raises(DeblurError, match="fp16"):
         TorchBackend(tiny_model, device="auto", fp16=True)
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+
+
+@pytest.fixture
+def old_cpu(monkeypatch):
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+
+
+def test_precision_defaults_to_fp32():
+    assert resolve_precision(torch.device("cpu")) == "fp32"
+    assert resolve_precision(torch.device("cuda", 0)) == "fp32"
+
+
+def test_bf16_on_a_cpu_with_native_bf16(bf16_cpu):
+    assert resolve_precision(torch.device("cpu"), bf16=True) == "bf16"
+
+
+def test_bf16_where_it_would_be_emulated_is_an_error(old_cpu):
+    with pytest.raises(DeblurError, match="emulate"):
+        resolve_precision(torch.device("cpu"), bf16=True)
+
+
+def test_bf16_on_cuda_follows_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision(torch.device("cuda", 0), bf16=True) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Old GPU")
+    with pytest.raises(DeblurError, match="no bfloat16"):
+        resolve_precision(torch.device("cuda", 0), bf16=True)
+
+
+def test_fp16_and_bf16_are_exclusive(bf16_cpu):
+    with pytest.raises(DeblurError, match="exclusive"):
+        resolve_precision(torch.device("cuda", 0), fp16=True, bf16=True)
+    assert resolve_precision(torch.device("cuda", 0), fp16=True) == "fp16"
+    with pytest.raises(DeblurError, match="--fp16 needs a CUDA device"):
+        resolve_precision(torch.device("cpu"), fp16=True)
+
+
+def test_cpu_feature_probe_matches_torch():
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert device_mod.cpu_has_native_bf16() == expected
+
+
+def test_torch_backend_runs_bf16_close_to_fp32(bf16_cpu, tiny_model):
+    """bf16 autocast really runs (the description says so) and stays close to fp32."""
+    from deblur_cli.backends import TorchBackend
+    x = np.random.default_rng(0).random((1, 3, 32, 48), dtype=np.float32)
+    ref = TorchBackend(tiny_model, device="cpu").run(x)
+    low = TorchBackend(tiny_model, device="cpu", bf16=True)
+    assert "bf16" in low.device_description
+    out = low.run(x)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    diff = np.abs(out - ref).max()
+    assert 0 < diff < 0.05  # bf16 changes the numbers (it ran), but only a little
+
+
+def test_bf16_with_onnx_backend_is_an_error(tiny_model):
+    from deblur_cli.backends import create_backend
+
+    with pytest.raises(DeblurError, match="torch backend only"):
+        create_backend("onnx", tiny_model, None, "cpu", bf16=True)

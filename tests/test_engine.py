@@ -137,9 +137,9 @@ def test_bytes_per_pixel_follow_the_measurements():
 
     tiny, small, paper = (estimate_bytes_per_pixel(get_config(n)) for n in ("saphn-tiny", "saphn-s", "saphn"))
     # measured peaks (docstring) times the 1.5 margin, within 25%
-    assert 330 * 1.5 * 0.75 < tiny < 370 * 1.5 * 1.25
-    assert 1000 * 1.5 * 0.75 < small < 1100 * 1.5 * 1.25
-    assert 2900 * 1.5 * 0.75 < paper < 3200 * 1.5 * 1.25
+    assert 350 * 1.5 * 0.8 < tiny < 350 * 1.5 * 1.2
+    assert 890 * 1.5 * 0.8 < small < 890 * 1.5 * 1.2
+    assert 2040 * 1.5 * 0.8 < paper < 2040 * 1.5 * 1.2
     assert estimate_bytes_per_pixel(None) == paper
 
 

@@ -116,6 +116,8 @@ def run_benchmark(
     size: tuple[int, int] = (1280, 720),
     runs: int = 3,
     tile: int | None = None,
+    fp16: bool = False,
+    bf16: bool = False,
 ) -> BenchResult:
     """Time ``Deblurrer.deblur`` on a synthetic image: one cold run, then ``runs`` warm runs.
 
@@ -131,9 +133,9 @@ def run_benchmark(
     start = time.perf_counter()
     if model in list_variants() and weights is None:
         net, label = random_weights_model(model), f"{model} (random weights)"
-        deblurrer = Deblurrer(net, device=device, backend=backend, tile=tile)
+        deblurrer = Deblurrer(net, device=device, backend=backend, tile=tile, fp16=fp16, bf16=bf16)
     else:
-        deblurrer = Deblurrer(model, weights=weights, device=device, backend=backend, tile=tile)
+        deblurrer = Deblurrer(model, weights=weights, device=device, backend=backend, tile=tile, fp16=fp16, bf16=bf16)
         label = str(deblurrer.model_info.get("name") or model or "default model")
     load_s = time.perf_counter() - start
     image = synthetic_image(width, height)
@@ -208,6 +210,8 @@ def bench(
     ] = "1280x720",
     runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Warm runs to time (after one cold run).")] = 3,
     tile: opt.Tile = None,
+    fp16: opt.Fp16 = False,
+    bf16: opt.Bf16 = False,
 ) -> None:
     """Time deblurring on this machine: a synthetic image through the same engine as `deblur image`.
 
@@ -215,5 +219,5 @@ def bench(
     on them); a weights name (e.g. saphn-s.synth) or --weights loads real ones. For the full
     benchmarks (every variant, DMPHN side by side, memory, scaling) see benchmarks/README.md.
     """
-    result = run_benchmark(model, weights, device, backend.value, parse_size(size), runs, tile)
+    result = run_benchmark(model, weights, device, backend.value, parse_size(size), runs, tile, fp16, bf16)
     typer.echo(report(result))

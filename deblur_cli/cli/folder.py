@@ -80,6 +80,7 @@ def folder(
     tile: opt.Tile = None,
     tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
     fp16: opt.Fp16 = False,
+    bf16: opt.Bf16 = False,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -107,7 +108,7 @@ def folder(
                 "use --skip-existing to keep them or --overwrite to replace them"
             )
     deblurrer = Deblurrer(
-        model, weights=weights, device=device, backend=backend.value, tile=tile, tile_overlap=tile_overlap, fp16=fp16
+        model, weights=weights, device=device, backend=backend.value, tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     size: int | None = batch_size if batch_size is not None else (None if batch else 1)

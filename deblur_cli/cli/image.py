@@ -32,6 +32,7 @@ def image(
     tile: opt.Tile = None,
     tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
     fp16: opt.Fp16 = False,
+    bf16: opt.Bf16 = False,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -60,6 +61,7 @@ def image(
         tile=tile,
         tile_overlap=tile_overlap,
         fp16=fp16,
+        bf16=bf16,
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     start = time.perf_counter()

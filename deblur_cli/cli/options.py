@@ -61,6 +61,15 @@ Fp16 = Annotated[
     bool,
     typer.Option("--fp16/--fp32", help="Half precision (CUDA only; an error on CPU).", rich_help_panel=MODEL_PANEL),
 ]
+Bf16 = Annotated[
+    bool,
+    typer.Option(
+        "--bf16",
+        help="bfloat16 autocast with the torch backend: about 1.4x faster on CPUs with AVX512-BF16/AMX "
+        "(an error where it would be emulated), outputs within about 0.01 dB of fp32.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
 Tile = Annotated[
     Optional[int],
     typer.Option(

@@ -125,6 +125,11 @@ def _sampling_input(x: Tensor, groups: int) -> Tensor:
 def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Apply Eq. 11, one tap at a time.
 
+    On the CPU (outside ONNX export) with at least :data:`ROW_GATHER_MIN_CHANNELS` channels the
+    bilinear samples are gathered with ``embedding_bag`` (:func:`_filter_by_rows`); otherwise
+    with ``grid_sample`` (:func:`_filter_by_grid_sample`). The choice depends on the channel
+    count (a constant of the model), never on the image.
+
     Args:
         x: ``(B, C_in, H, W)`` input features.
         kernels: ``(B, K*K, H, W)`` per-pixel kernel values ``V``.
@@ -138,6 +143,14 @@ def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
     """
     if _autocast_on(x):
         return _in_float32(pixel_dependent_filter, x, kernels, offsets, weight, bias)
+    if x.device.type == "cpu" and x.shape[1] >= ROW_GATHER_MIN_CHANNELS and not torch.onnx.is_in_onnx_export():
+        return _filter_by_rows(x, kernels, offsets, weight, bias)
+    return _filter_by_grid_sample(x, kernels, offsets, weight, bias)
+
+
+def _filter_by_grid_sample(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Eq. 11 with one ``grid_sample`` per tap (GPU and ONNX path); arguments as
+    :func:`pixel_dependent_filter`."""
     b, c, h, w = x.shape
     c_out, k = weight.shape[0], weight.shape[-1]
     kk = k * k
@@ -155,6 +168,93 @@ def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
         v = kernels[:, t].reshape(b, 1, h * w)
         y = _accumulate(y, w_taps[t], taps.mul_(v) if mode == "in_place" else taps * v, mode)
     return _add_bias(y, bias, mode).reshape(b, c_out, h, w)
+
+
+#: Channels from which the row gather beats ``grid_sample`` on the CPU. Measured on 2 threads
+#: (``benchmarks/README.md``): at 128 channels (``saphn``) it is 15 % faster per call; at 32
+#: (``saphn-s``, K=3) computing the corner indices costs more than it saves.
+ROW_GATHER_MIN_CHANNELS = 64
+
+#: Zero border added around the feature map before gathering: with sample positions clamped to
+#: [-1, size] per axis, both bilinear corners of any position outside the map fall in it.
+_BORDER = 2
+
+
+def tap_corners(offsets: Tensor, kernels: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]:
+    """Row indices and weights of the four bilinear corners of every tap of every pixel.
+
+    The rows are those of the zero-bordered, channels-last feature map that
+    :func:`_filter_by_rows` gathers from: ``(B * (H + 4) * (W + 4), C)``. A position is clamped
+    to ``[-1, H]`` x ``[-1, W]`` first: beyond that both corners are zero rows either way, so
+    the result (and its gradient) equals ``grid_sample``'s zero padding for any offset.
+
+    Args:
+        offsets: ``(B, 2*K*K, H, W)``, ``(dy, dx)`` per tap (row-major taps), in pixels.
+        kernels: ``(B, K*K, H, W)`` kernel values ``V``, folded into the weights.
+        kernel_size: ``K``.
+
+    Returns:
+        ``(indices, weights)``, each ``(K*K, B*H*W, 4)`` (int32 and float), tap-major: the
+        arguments ``embedding_bag`` takes for one tap.
+    """
+    b, _, h, w = offsets.shape
+    kk = kernel_size * kernel_size
+    r = (kernel_size - 1) // 2
+    p = _BORDER
+    dtype, device = offsets.dtype, offsets.device
+    taps = torch.arange(kernel_size, dtype=dtype, device=device) - r
+    off = offsets.reshape(b, kk, 2, h, w).transpose(0, 1)  # (KK, B, 2, H, W)
+    ys = torch.arange(h, dtype=dtype, device=device).reshape(1, 1, h, 1)
+    xs = torch.arange(w, dtype=dtype, device=device).reshape(1, 1, 1, w)
+    pos_y = (off[:, :, 0] + (ys + taps.repeat_interleave(kernel_size).reshape(kk, 1, 1, 1))).clamp_(-1.0, h)
+    pos_x = (off[:, :, 1] + (xs + taps.repeat(kernel_size).reshape(kk, 1, 1, 1))).clamp_(-1.0, w)
+    y0, x0 = torch.floor(pos_y), torch.floor(pos_x)
+    wp = w + 2 * p
+    # Row of the top-left corner, exact in float32 below 2**24 rows (a 268-megapixel input at
+    # quarter resolution), then int32 like the other corners: +1 (right), +wp (below).
+    image = torch.arange(b, dtype=dtype, device=device).reshape(1, b, 1, 1) * ((h + 2 * p) * wp) + (p * wp + p)
+    top_left = (y0 * wp + x0 + image).to(torch.int32)
+    step = torch.tensor([0, 1, wp, wp + 1], dtype=torch.int32, device=device)
+    indices = top_left.unsqueeze(-1) + step  # (KK, B, H, W, 4)
+    fy, fx = pos_y - y0, pos_x - x0  # (KK, B, H, W); gradients flow through these
+    wy = torch.stack((1.0 - fy, fy), dim=-1) * kernels.transpose(0, 1).unsqueeze(-1)  # V folded in
+    wx = torch.stack((1.0 - fx, fx), dim=-1)
+    weights = wy.unsqueeze(-1) * wx.unsqueeze(-2)  # (KK, B, H, W, 2, 2): corners TL, TR, BL, BR
+    return indices.reshape(kk, b * h * w, 4), weights.reshape(kk, b * h * w, 4)
+
+
+def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Eq. 11 on the CPU: gather rows of a channels-last copy of ``x`` with ``embedding_bag``.
+
+    Why (``benchmarks/README.md`` has the figures): torch's CPU ``grid_sample`` computes every
+    output value separately and writes channel-planar output, so each sample of each channel
+    touches a separate cache line. Here ``x`` is one zero-bordered ``(pixels, C)`` matrix, and
+    ``embedding_bag`` (the weighted sum of a few rows per output, a kernel tuned for
+    recommender systems) gathers whole contiguous channel vectors: for each tap, the four
+    bilinear corners of every pixel, weighted by the bilinear weights times ``V``, in one call.
+    The tap's ``C_out x C_in`` slice of ``W`` is then one large matrix product over all pixels.
+    Same arguments and result as :func:`pixel_dependent_filter`; the output is channels-last
+    in memory (a permuted view), which the following convolutions accept as it is.
+    """
+    b, c, h, w = x.shape
+    c_out, k = weight.shape[0], weight.shape[-1]
+    kk = k * k
+    p = _BORDER
+    rows = F.pad(x, (p, p, p, p)).permute(0, 2, 3, 1).contiguous().reshape(-1, c)  # (B*(H+4)*(W+4), C)
+    indices, weights = tap_corners(offsets, kernels, k)
+    w_taps = weight.flatten(2).permute(2, 1, 0).contiguous()  # (KK, C_in, C_out), each a dense matrix
+    in_place = _accumulation_mode(x) == "in_place"
+    y: Tensor | None = None
+    for t in range(kk):
+        taps = F.embedding_bag(indices[t], rows, per_sample_weights=weights[t], mode="sum")  # (B*H*W, C_in)
+        if y is None:
+            y = taps @ w_taps[t] if bias is None else torch.addmm(bias, taps, w_taps[t])
+        elif in_place:
+            y.addmm_(taps, w_taps[t])
+        else:
+            y = torch.addmm(y, taps, w_taps[t])
+    assert y is not None
+    return y.reshape(b, h, w, c_out).permute(0, 3, 1, 2).contiguous()
 
 
 def _per_tap(weight: Tensor) -> Tensor:

@@ -45,9 +45,13 @@ def _saphn_a() -> SAPHNConfig:
     return SAPHNConfig(adaptive_offset=False)
 
 
-@register_variant("saphn-s", "CPU-sized default: 16/32/32 filters, N=2, C2=8, K=5, offsets, stage skips")
+@register_variant("saphn-s", "CPU-sized default: 16/32/32 filters, N=2, C2=8, K=3, offsets, stage skips")
 def _saphn_s() -> SAPHNConfig:
-    return SAPHNConfig(widths=(16, 32, 32), blocks=2, attn_maps=8, stage_skips=True)
+    # K=3 rather than the paper's 5: the filtering module samples K*K taps per pixel, and with
+    # 32 channels that sampling, not the matrix products, dominates the CPU time. K=3 made a
+    # 720p image 1.44x faster (1.94 -> 1.35 s fp32) and a training step 1.7x faster
+    # (1.19 -> 0.69 s); the learnable offsets (up to 3 px) still let each tap reach 5x5 and beyond.
+    return SAPHNConfig(widths=(16, 32, 32), blocks=2, attn_maps=8, kernel_size=3, stage_skips=True)
 
 
 @register_variant("saphn-tiny", "test-sized: 4/8/8 filters, N=1, C2=2, K=3")
