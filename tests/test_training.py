@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from deblur_cli.cli import main as cli_main
 from deblur_cli.data.datasets import SyntheticPairs, find_pairs, make_heldout_set
-from deblur_cli.data.synthetic import BlurSettings, degrade, linear_psf, shake_warps
+from deblur_cli.data.synthetic import BlurSettings, defocus, degrade, disk_psf, linear_psf, shake_warps
 from deblur_cli.evaluate import oracle_unsharp_mask, psnr, ssim
 from deblur_cli.models import create_model
 from deblur_cli.training.trainer import TrainConfig, learning_rate, restoration_loss, train
@@ -82,6 +82,41 @@ def test_synthetic_pairs_shapes_and_determinism(photos):
     assert a[0].shape == (4, 3, 32, 32) and a[1].shape == (4, 3, 32, 32)
     np.testing.assert_array_equal(a[0], b[0])
     assert not np.array_equal(a[0], a[1])  # blurred differs from sharp
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.5, 6.0])
+def test_disk_psf_is_a_centred_disk(radius):
+    k = disk_psf(radius)
+    n = k.shape[0]
+    assert n % 2 == 1 and abs(k.sum() - 1) < 1e-5
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    assert abs((k * yy).sum()) < 1e-4 and abs((k * xx).sum()) < 1e-4  # no shift
+    assert k[np.hypot(yy, xx) > radius + 1].sum() == 0  # nothing outside the disk
+    assert k[n // 2, n // 2] > 0
+
+
+def test_defocus_softens_whole_or_one_side():
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 80, 3), dtype=np.float32)
+    settings = BlurSettings(defocus_radius=(3.0, 3.0))
+    whole = part = 0
+    for seed in range(12):
+        out = defocus(img, np.random.default_rng(seed), settings)
+        assert out.shape == img.shape and out.dtype == np.float32
+        changed = np.abs(out - img).mean(axis=2) > 0.02
+        frac = changed.mean()
+        whole += frac > 0.9
+        part += 0.05 < frac < 0.9  # a region: one side of a line
+    assert whole > 0 and part > 0
+
+
+def test_defocus_prob_zero_keeps_the_data_stream(photos):
+    """Runs that predate defocus (defocus_prob = 0) see exactly the same crops."""
+    a = SyntheticPairs(photos, crop=32, seed=5).batch(3)
+    b = SyntheticPairs(photos, crop=32, settings=BlurSettings(defocus_prob=0.0), seed=5).batch(3)
+    c = SyntheticPairs(photos, crop=32, settings=BlurSettings(defocus_prob=1.0), seed=5).batch(3)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])  # targets now contain defocus
 
 
 def test_heldout_set_has_both_blur_kinds(photos, tmp_path):

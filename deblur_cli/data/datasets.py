@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deblur_cli.data.synthetic import BlurSettings, add_noise_jpeg, degrade, quantize
+from deblur_cli.data.synthetic import BlurSettings, add_noise_jpeg, defocus, degrade, quantize
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
@@ -77,6 +77,9 @@ class SyntheticPairs:
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
         patch = np.ascontiguousarray(patch)
+        # Guarded so that defocus_prob = 0 draws no random number (the data of earlier runs).
+        if self.settings.defocus_prob > 0 and rng.random() < self.settings.defocus_prob:
+            patch = defocus(patch, rng, self.settings)  # the target keeps this defocus
         blurred = degrade(patch, rng, self.settings)
         m, c = self.margin, self.crop
         blurred = add_noise_jpeg(blurred[m : m + c, m : m + c], rng, self.settings)

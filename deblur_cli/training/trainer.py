@@ -370,7 +370,7 @@ class _StopRequest:
 
 def _blur_overrides(d: dict) -> dict:
     out = dict(d)
-    for k in ("length", "noise_sigma", "shot_noise", "jpeg_quality"):
+    for k in ("length", "noise_sigma", "shot_noise", "jpeg_quality", "defocus_radius"):
         if k in out:
             out[k] = tuple(out[k])
     return out
