@@ -9,7 +9,8 @@ For every output pixel ``j`` and channel ``c``::
 the paper, which keeps the cost close to one convolution). Offsets are bounded by
 ``max_offset`` (the paper's Delta_max) through ``tanh``.
 
-Implementation (tap by tap): for each of the ``K*K`` taps, one bilinear ``grid_sample``
+Implementation (tap by tap): for each of the ``K*K`` taps, one bilinear ``grid_sample`` (on
+the CPU from 64 channels: one ``embedding_bag`` row gather, :func:`_filter_by_rows`)
 gathers the shifted copy of ``x`` (zero outside the image, like a zero-padded convolution), it
 is scaled by ``V`` and the tap's ``C_out x C_in`` slice of ``W`` is accumulated into the output
 with one batched matrix product. Only ordinary ONNX-exportable ops are used (no torchvision
