@@ -35,19 +35,26 @@ RECIPE = TrainConfig(
     threads=2,
 )
 
-if __name__ == "__main__":
+
+def main(run: Path, cfg: TrainConfig, init_weights: Path | None = None) -> None:
+    """Train ``cfg`` into ``run`` on the photos of ``data/photos``, resuming when its state exists;
+    ``--minutes`` and ``--steps`` from the command line."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None, help="on resume: change the run's total steps")
     args = ap.parse_args()
-    run = Path("runs/saphn-s.synth")
     train(
         run,
-        RECIPE,
+        cfg,
         synthetic=Path("data/photos/train"),
         val=Path("data/photos/heldout-pairs"),
         resume=(run / "state.json").exists(),
+        init_weights=init_weights,
         max_minutes=args.minutes,
         steps=args.steps,
         log=lambda s: print(s, flush=True),
     )
+
+
+if __name__ == "__main__":
+    main(Path("runs/saphn-s.synth"), RECIPE)

@@ -4,30 +4,14 @@ backgrounds alone (messi5, squirrel_cls). Run from the repository root:
 ``python runs/recipe_saphn_s_defocus.py [--minutes M]``; resumes when its state exists.
 """
 
-import argparse
 import dataclasses
 from pathlib import Path
 
-from recipe_saphn_s import RECIPE
-
-from deblur_cli.training.trainer import train
+from recipe_saphn_s import RECIPE, main
 
 FINETUNE = dataclasses.replace(
     RECIPE, steps=1_800, lr=2e-4, warmup=100, blur={"defocus_prob": 0.3}, val_every=300, checkpoint_minutes=5.0
 )
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=None)
-    args = ap.parse_args()
-    run = Path("runs/saphn-s.defocus-ft")
-    train(
-        run,
-        FINETUNE,
-        synthetic=Path("data/photos/train"),
-        val=Path("data/photos/heldout-pairs"),
-        resume=(run / "state.json").exists(),
-        init_weights=Path("runs/saphn-s.synth/best.safetensors"),
-        max_minutes=args.minutes,
-        log=lambda s: print(s, flush=True),
-    )
+    main(Path("runs/saphn-s.defocus-ft"), FINETUNE, init_weights=Path("runs/saphn-s.synth/best.safetensors"))
