@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import cpu_name  # one definition for the benchmark scripts
 from latency import parse_size as latency_parse_size
 
+from deblur_cli.allocator import keep_freed_memory
 from deblur_cli.backends import TorchBackend
 from deblur_cli.errors import DeblurError
 from deblur_cli.models import create_model, list_variants, randomize_zero_layers
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", type=Path, default=None, help="ONNX export cache (default: a temporary folder)")
     args = ap.parse_args()
+    keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(list_variants()))
     if unknown:

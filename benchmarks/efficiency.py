@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dmphn import BASELINES
 from latency import DEFAULT_VARIANTS, build_models, cpu_name, measure, parse_size, torch_runner
 
+from deblur_cli.allocator import keep_freed_memory
 from deblur_cli.models import list_variants
 
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 columns")
     ap.add_argument("--latency-json", type=Path, help="take the times from latency.py --json instead of measuring")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
 
     variants = [v for v in args.variants.split(",") if v]
     baselines = [b for b in args.baselines.split(",") if b]

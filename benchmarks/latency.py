@@ -8,8 +8,13 @@ process, on the same input, with the same threads: DMPHN(1-2-4) and Stack(4)-DMP
 For every model and every backend (``torch`` fp32; ``torch`` with bfloat16 autocast, which this
 CPU accelerates (AVX-512 BF16/AMX) but which changes outputs by ~1e-3; ``onnxruntime`` fp32 with
 all graph optimizations) the script makes ``--warmup`` untimed runs, then ``--runs`` timed runs
-*interleaved* across all models and backends (round-robin, so a disturbance hits every model
-alike), and prints the median. ``--threads`` sets torch's intra-op threads and onnxruntime's.
+*interleaved* across all models of a backend (round-robin, so a disturbance hits every model
+alike), and prints the median. The torch rounds all come before the onnxruntime ones: once an
+onnxruntime session has run in a process, torch runs in it are slower and erratic for the rest
+of the process (measured on ``saphn-s`` with glibc's malloc defaults: 1.42-1.46 s before,
+2.0-3.4 s after, even after 3 s idle), while onnxruntime is not slowed by torch. ``--threads``
+sets torch's intra-op threads and onnxruntime's. The allocator is tuned as the ``deblur``
+command tunes it (:mod:`deblur_cli.allocator`; ``DEBLUR_MALLOC=system`` for glibc's defaults).
 Weights are random (speed does not depend on them); zero-initialised heads and meta-layers are
 made non-zero so the filtering module samples at real offsets. The network is timed directly on
 one ``(1, 3, H, W)`` batch: no image IO, no tiling.
@@ -50,6 +55,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dmphn import BASELINES
 
+from deblur_cli.allocator import keep_freed_memory
 from deblur_cli.models import create_model, list_variants, pixel_filter, randomize_zero_layers
 
 #: Variants benchmarked by default (``saphn-tiny`` is a test configuration).
@@ -155,18 +161,21 @@ def onnx_runner(
 def measure(
     runners: dict[tuple[str, str], Callable[[np.ndarray], object]], x: np.ndarray, warmup: int, runs: int
 ) -> dict[tuple[str, str], list[float]]:
-    """Warm every runner up, then time ``runs`` rounds of all runners in turn (interleaved)."""
-    for key, run in runners.items():
-        for _ in range(warmup):
-            run(x)
-        print(f"  warmed up {key[0]} / {key[1]}", file=sys.stderr, flush=True)
+    """Per backend family (torch first, then onnxruntime; see the module docstring), warm every
+    runner up, then time ``runs`` rounds of its runners in turn (interleaved)."""
     times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
-    for r in range(runs):
-        for key, run in runners.items():
-            start = time.perf_counter()
-            run(x)
-            times[key].append(time.perf_counter() - start)
-        print(f"  round {r + 1}/{runs} done", file=sys.stderr, flush=True)
+    for family in ("torch", "onnxruntime"):
+        group = {key: run for key, run in runners.items() if key[1].startswith(family)}
+        for key, run in group.items():
+            for _ in range(warmup):
+                run(x)
+            print(f"  warmed up {key[0]} / {key[1]}", file=sys.stderr, flush=True)
+        for r in range(runs if group else 0):
+            for key, run in group.items():
+                start = time.perf_counter()
+                run(x)
+                times[key].append(time.perf_counter() - start)
+            print(f"  {family} round {r + 1}/{runs} done", file=sys.stderr, flush=True)
     return times
 
 
@@ -230,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         help="filtering module gathers with grid_sample at every width (no embedding_bag row gather): the before",
     )
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
     if args.grid_sample_only:
         pixel_filter.ROW_GATHER_MIN_CHANNELS = 1 << 30
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:

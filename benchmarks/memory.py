@@ -40,7 +40,9 @@ def worker(model: str, size: str, tile: str, backend: str, threads: int) -> None
     import torch
 
     from deblur_cli import Deblurrer
+    from deblur_cli.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
     torch.set_num_threads(threads)
     w, h = (int(v) for v in size.lower().split("x"))
     start = time.perf_counter()

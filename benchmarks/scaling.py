@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"PNG to write (default {DEFAULT_PLOT})")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args(argv)
+    from deblur_cli.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
 
     import torch
 

@@ -36,9 +36,11 @@ RECIPE = TrainConfig(
 )
 
 
-def main(run: Path, cfg: TrainConfig, init_weights: Path | None = None) -> None:
-    """Train ``cfg`` into ``run`` on the photos of ``data/photos``, resuming when its state exists;
-    ``--minutes`` and ``--steps`` from the command line."""
+def main(
+    run: Path, cfg: TrainConfig, init_weights: Path | None = None, val: Path = Path("data/photos/heldout-pairs")
+) -> None:
+    """Train ``cfg`` into ``run`` on the photos of ``data/photos``, validating on ``val``, resuming
+    when its state exists; ``--minutes`` and ``--steps`` from the command line."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None, help="on resume: change the run's total steps")
@@ -47,7 +49,7 @@ def main(run: Path, cfg: TrainConfig, init_weights: Path | None = None) -> None:
         run,
         cfg,
         synthetic=Path("data/photos/train"),
-        val=Path("data/photos/heldout-pairs"),
+        val=val,
         resume=(run / "state.json").exists(),
         init_weights=init_weights,
         max_minutes=args.minutes,

@@ -369,3 +369,20 @@ def test_cpu_memory_budget_is_capped(monkeypatch):
     monkeypatch.setenv("DEBLUR_MEMORY_LIMIT", "lots")
     with pytest.raises(engine.DeblurError, match="DEBLUR_MEMORY_LIMIT"):
         engine.available_memory()
+
+
+def test_cpu_runs_channels_last_with_the_same_output(tiny_model):
+    """The CPU backend converts the network to NHWC; its output is NCHW and matches a plain NCHW run."""
+    import copy
+
+    reference = copy.deepcopy(tiny_model)
+    image = _test_image(64, 96)[None]
+    backend = TorchBackend(tiny_model, device="cpu")
+    assert backend.channels_last
+    conv = next(m for m in backend.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    out = backend.run(image)
+    assert out.flags["C_CONTIGUOUS"] and out.shape == image.shape
+    with torch.inference_mode():
+        ref = reference(torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-5)

@@ -1,21 +1,27 @@
 """The photographs we train on: those that packages ship, with a fixed held-out split.
 
-Sources (both listed in ``weights/MODEL_CARD.md``):
+Sources (all listed in ``weights/MODEL_CARD.md``):
 
 * scikit-image's ``skimage/data`` folder (installed with the ``test`` extra);
 * Debian's ``opencv-doc`` package, ``usr/share/doc/opencv-doc/examples/data``
-  (``apt-get download opencv-doc && dpkg -x opencv-doc_*.deb DIR``).
+  (``apt-get download opencv-doc && dpkg -x opencv-doc_*.deb DIR``);
+* the photographs among Debian's desktop wallpapers, ``plasma-workspace-wallpapers`` and
+  ``mate-backgrounds`` (same way). They are the only sharp photographs here with natural
+  shallow depth of field (bokeh), which the network must learn to leave alone; they are
+  downscaled to at most :data:`WALLPAPER_SIDE` pixels so that a training crop holds a scene,
+  not a patch of sky.
 
 Only photographs with texture are used: logos, charts, renders of shapes, photos that are
 already blurred (``licenseplate_motion``, ``text_motion``, ``text_defocus``, ``clock_motion``)
 are left out. Near-duplicates (stereo pairs, before/after pairs) sit on the same side of the
 split, so no held-out scene is seen in training.
 
-Run ``python -m deblur_cli.data.photos OUT_DIR`` to (re)build ``OUT_DIR/train`` and
-``OUT_DIR/heldout`` as PNG files, and the fixed held-out evaluation pairs
-``OUT_DIR/heldout-pairs/{blur,sharp}`` (each held-out photo blurred both ways, see
-:func:`deblur_cli.data.datasets.make_heldout_set`); it downloads ``opencv-doc`` with apt if no
-folder is given.
+Three splits: ``train``; ``val``, wallpapers kept aside to choose checkpoints and settings on;
+``heldout``, used only to report results. Run ``python -m deblur_cli.data.photos OUT_DIR`` to
+(re)build ``OUT_DIR/{train,val,heldout}`` as PNG files and the fixed evaluation pairs
+``OUT_DIR/{val,heldout}-pairs/{blur,sharp}`` (each photo blurred both ways, see
+:func:`deblur_cli.data.datasets.make_heldout_set`); it downloads the Debian packages with apt
+unless their unpacked folders are given.
 """
 
 from __future__ import annotations
@@ -52,6 +58,27 @@ HELDOUT = {
 
 OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data"
 
+#: Photographs among the wallpapers (the rest are renders and drawings), by Debian package;
+#: paths inside the unpacked package. ``mate/nature/Storm.jpg`` is left out: it is a long exposure
+#: with motion blur in it.
+_PLASMA = "usr/share/wallpapers/{}/contents/images/2560x1600.jpg"
+_MATE = "usr/share/backgrounds/mate/nature/{}.jpg"
+WALLPAPER_TRAIN = {
+    "plasma-workspace-wallpapers": [_PLASMA.format(n) for n in (
+        "BytheWater", "ColdRipple", "DarkestHour", "FallenLeaf", "OneStandsOut", "Path", "summer_1am")],
+    "mate-backgrounds": [_MATE.format(n) for n in (
+        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "RainDrops", "TwoWings", "Wood")],
+}  # fmt: skip
+#: The validation split: wallpapers never trained on, to pick checkpoints without touching HELDOUT.
+WALLPAPER_VAL = {
+    "plasma-workspace-wallpapers": [_PLASMA.format(n) for n in ("EveningGlow", "Grey")],
+    "mate-backgrounds": [_MATE.format(n) for n in ("LadyBird", "YellowFlower")],
+}  # fmt: skip
+#: Wallpapers are downscaled (INTER_AREA) to at most this many pixels on their long side.
+WALLPAPER_SIDE = 1280
+#: Seed of the validation pairs (the held-out pairs use make_heldout_set's default).
+VAL_SEED = 4321
+
 
 def skimage_data_dir() -> Path:
     """Folder of scikit-image's bundled sample images."""
@@ -60,34 +87,53 @@ def skimage_data_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
 
-def fetch_opencv_doc(dest: Path) -> Path:
-    """Download Debian's opencv-doc with apt and unpack it into ``dest``; returns the data folder."""
+def fetch_deb(package: str, dest: Path) -> Path:
+    """Download a Debian package with apt and unpack it (``dpkg -x``) into ``dest``; returns ``dest``."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
-        deb = glob.glob(os.path.join(tmp, "opencv-doc_*.deb"))[0]
+        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True)
+        deb = glob.glob(os.path.join(tmp, f"{package}_*.deb"))[0]
         subprocess.run(["dpkg", "-x", deb, str(dest)], check=True)
-    return dest / OPENCV_DATA
+    return dest
 
 
-def build(out: Path, opencv_root: Path | None = None) -> dict[str, int]:
-    """Write ``out/train/*.png`` and ``out/heldout/*.png`` (RGB, alpha dropped).
+def _unpacked(package: str, given: Path | None, out: Path, probe: str) -> Path:
+    """Root of the unpacked ``package``: ``given``, or ``out/_<package>``, fetched there if absent."""
+    root = given if given is not None else out / f"_{package}"
+    if given is None and not (root / probe).exists():
+        fetch_deb(package, root)
+    return root
+
+
+def _name(path: str) -> str:
+    """Output file name: the wallpaper's folder name for Plasma (its files are all ``WxH.jpg``)."""
+    p = Path(path)
+    return (p.parents[2].name if p.parent.name == "images" else p.stem) + ".png"
+
+
+def build(out: Path, opencv_root: Path | None = None, wallpaper_roots: dict[str, Path] | None = None) -> dict[str, int]:
+    """Write ``out/{train,val,heldout}/*.png`` (RGB, alpha dropped).
 
     Args:
         out: output folder.
-        opencv_root: folder where opencv-doc was unpacked (``dpkg -x``); downloaded if None.
+        opencv_root: folder where opencv-doc was unpacked (``dpkg -x``), or its data folder;
+            downloaded if None.
+        wallpaper_roots: unpacked wallpaper packages by package name; downloaded where missing.
 
     Returns:
         number of images per split.
     """
-    if opencv_root is None:
-        opencv_root = out / "_opencv-doc"
-        if not (opencv_root / OPENCV_DATA).is_dir():
-            fetch_opencv_doc(opencv_root)
-    ocv = opencv_root / OPENCV_DATA if (opencv_root / OPENCV_DATA).is_dir() else opencv_root
+    roots = wallpaper_roots or {}
+    ocv = _unpacked("opencv-doc", opencv_root, out, OPENCV_DATA)
+    ocv = ocv / OPENCV_DATA if (ocv / OPENCV_DATA).is_dir() else ocv
+    wall = {pkg: _unpacked(pkg, roots.get(pkg), out, paths[0]) for pkg, paths in WALLPAPER_TRAIN.items()}
     sk = skimage_data_dir()
+    # (source folder, file, output name, max side or None)
     plan = {
-        "train": [(sk, n) for n in SKIMAGE_TRAIN] + [(ocv, n) for n in OPENCV_TRAIN],
-        "heldout": [(sk, n) for n in HELDOUT["skimage"]] + [(ocv, n) for n in HELDOUT["opencv"]],
+        "train": [(sk, n, None) for n in SKIMAGE_TRAIN]
+        + [(ocv, n, None) for n in OPENCV_TRAIN]
+        + [(wall[pkg], p, WALLPAPER_SIDE) for pkg, ps in WALLPAPER_TRAIN.items() for p in ps],
+        "val": [(wall[pkg], p, WALLPAPER_SIDE) for pkg, ps in WALLPAPER_VAL.items() for p in ps],
+        "heldout": [(sk, n, None) for n in HELDOUT["skimage"]] + [(ocv, n, None) for n in HELDOUT["opencv"]],
     }
     counts = {}
     for split, items in plan.items():
@@ -95,11 +141,14 @@ def build(out: Path, opencv_root: Path | None = None) -> dict[str, int]:
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        for folder, name in items:
+        for folder, name, side in items:
             img = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)  # drops alpha, gray -> 3 channels
             if img is None:
                 raise FileNotFoundError(folder / name)
-            cv2.imwrite(str(d / (Path(name).stem + ".png")), img)
+            if side is not None and max(img.shape[:2]) > side:
+                f = side / max(img.shape[:2])
+                img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(d / _name(name)), img)
         counts[split] = len(items)
     return counts
 
@@ -109,13 +158,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--opencv-doc", type=Path, default=None, help="where opencv-doc was unpacked (dpkg -x)")
+    for pkg in WALLPAPER_TRAIN:
+        ap.add_argument(f"--{pkg}", type=Path, default=None, help=f"where {pkg} was unpacked (dpkg -x)")
     args = ap.parse_args()
-    counts = build(args.out, args.opencv_doc)
+    roots = {pkg: getattr(args, pkg.replace("-", "_")) for pkg in WALLPAPER_TRAIN}
+    counts = build(args.out, args.opencv_doc, {k: v for k, v in roots.items() if v is not None})
     from deblur_cli.data.datasets import make_heldout_set
 
-    pairs = make_heldout_set(args.out / "heldout", args.out / "heldout-pairs")
-    print(f"{counts['train']} training photos in {args.out / 'train'}, {counts['heldout']} held-out photos in "
-          f"{args.out / 'heldout'}, {len(pairs)} held-out pairs in {args.out / 'heldout-pairs'}")  # fmt: skip
+    for split in ("heldout", "val"):
+        if (args.out / f"{split}-pairs").exists():
+            shutil.rmtree(args.out / f"{split}-pairs")
+    held = make_heldout_set(args.out / "heldout", args.out / "heldout-pairs")
+    val = make_heldout_set(args.out / "val", args.out / "val-pairs", seed=VAL_SEED)
+    print(f"{counts['train']} training photos in {args.out / 'train'}, {counts['val']} validation photos "
+          f"({len(val)} pairs), {counts['heldout']} held-out photos ({len(held)} pairs) in {args.out}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -234,8 +234,9 @@ def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor,
     recommender systems) gathers whole contiguous channel vectors: for each tap, the four
     bilinear corners of every pixel, weighted by the bilinear weights times ``V``, in one call.
     The tap's ``C_out x C_in`` slice of ``W`` is then one large matrix product over all pixels.
-    Same arguments and result as :func:`pixel_dependent_filter`; the output is channels-last
-    in memory (a permuted view), which the following convolutions accept as it is.
+    Same arguments and result as :func:`pixel_dependent_filter`. The result is computed
+    channels-last; it is returned as that view when ``x`` is channels-last (the CPU backend's
+    layout, so no copy either way) and copied to NCHW otherwise.
     """
     b, c, h, w = x.shape
     c_out, k = weight.shape[0], weight.shape[-1]
@@ -255,7 +256,8 @@ def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor,
         else:
             y = torch.addmm(y, taps, w_taps[t])
     assert y is not None
-    return y.reshape(b, h, w, c_out).permute(0, 3, 1, 2).contiguous()
+    out = y.reshape(b, h, w, c_out).permute(0, 3, 1, 2)
+    return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
 
 def _per_tap(weight: Tensor) -> Tensor:

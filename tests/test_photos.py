@@ -1,0 +1,65 @@
+"""The photo-set builder (deblur_cli.data.photos) on fake package folders: splits, names, sizes."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import deblur_cli.data.photos as photos
+
+
+def _write(path: Path, h: int, w: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    """Fake skimage data folder, unpacked opencv-doc and wallpaper packages, holding every listed file."""
+    sk = tmp_path / "skimage"
+    for n in photos.SKIMAGE_TRAIN + photos.HELDOUT["skimage"]:
+        _write(sk / n, 20, 30)
+    ocv = tmp_path / "opencv-doc"
+    for n in photos.OPENCV_TRAIN + photos.HELDOUT["opencv"]:
+        _write(ocv / photos.OPENCV_DATA / n, 24, 16)
+    wall = {}
+    for pkg in photos.WALLPAPER_TRAIN:
+        wall[pkg] = tmp_path / pkg
+        for p in photos.WALLPAPER_TRAIN[pkg] + photos.WALLPAPER_VAL[pkg]:
+            _write(wall[pkg] / p, 40, 64)
+    monkeypatch.setattr(photos, "skimage_data_dir", lambda: sk)
+    monkeypatch.setattr(photos, "WALLPAPER_SIDE", 32)
+    return ocv, wall
+
+
+def test_build_writes_three_disjoint_splits(tmp_path, roots):
+    ocv, wall = roots
+    out = tmp_path / "out"
+    counts = photos.build(out, ocv, wall)
+    names = {s: sorted(p.name for p in (out / s).iterdir()) for s in ("train", "val", "heldout")}
+    assert {s: len(n) for s, n in names.items()} == counts
+    assert counts["train"] == len(photos.SKIMAGE_TRAIN) + len(photos.OPENCV_TRAIN) + sum(
+        map(len, photos.WALLPAPER_TRAIN.values())
+    )
+    assert counts["val"] == sum(map(len, photos.WALLPAPER_VAL.values())) > 0
+    train, val, held = (set(names[s]) for s in ("train", "val", "heldout"))
+    assert not (train & val) and not (train & held) and not (val & held)
+    # Plasma wallpapers are all called WxH.jpg: they are named for their folder.
+    assert "Path.png" in train and "EveningGlow.png" in val and "LadyBird.png" in val
+
+
+def test_wallpapers_are_downscaled_and_others_kept(tmp_path, roots):
+    ocv, wall = roots
+    out = tmp_path / "out"
+    photos.build(out, ocv, wall)
+    assert cv2.imread(str(out / "train" / "Garden.png")).shape == (20, 32, 3)  # 40x64 -> long side 32
+    assert cv2.imread(str(out / "train" / "apple.png")).shape == (24, 16, 3)  # untouched
+    assert cv2.imread(str(out / "heldout" / "chelsea.png")).shape == (20, 30, 3)
+
+
+def test_build_reports_a_missing_photo(tmp_path, roots):
+    ocv, wall = roots
+    (ocv / photos.OPENCV_DATA / photos.OPENCV_TRAIN[0]).unlink()
+    with pytest.raises(FileNotFoundError):
+        photos.build(tmp_path / "out", ocv, wall)
