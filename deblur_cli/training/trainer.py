@@ -272,6 +272,11 @@ def train(
 
         loaded, _ = load_model(weights=str(init_weights))
         model.load_state_dict(loaded.state_dict())
+    # On the CPU, channels-last (NHWC) activations and weights: measured 0.60 vs 0.65 s per
+    # saphn-s step (batch 8, 128x128, 2 threads). Checkpoints and exports are stored contiguous.
+    channels_last = dev.type == "cpu"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if synthetic is not None:
         source = SyntheticPairs(Path(synthetic), cfg.crop, BlurSettings(**_blur_overrides(cfg.blur)), seed=cfg.seed)
@@ -299,6 +304,8 @@ def train(
             g["lr"] = lr
         blur, sharp = source.batch(cfg.batch)
         blur_t = torch.from_numpy(blur).to(dev)
+        if channels_last:
+            blur_t = blur_t.contiguous(memory_format=torch.channels_last)
         sharp_t = torch.from_numpy(sharp).to(dev)
         levels: list[torch.Tensor] = []
         model(blur_t, levels=levels)
