@@ -318,11 +318,13 @@ def test_pointwise_reference_is_a_convolution():
 
 
 def test_filter_path_follows_the_channel_count(monkeypatch):
-    """The row gather runs from ROW_GATHER_MIN_CHANNELS channels on the CPU, grid_sample below."""
+    """The row gather runs for inference from ROW_GATHER_MIN_CHANNELS channels on the CPU,
+    grid_sample below it and whenever autograd records (training)."""
     calls = []
     monkeypatch.setattr(pf, "_filter_by_rows", lambda *a: calls.append("rows") or pf._filter_by_grid_sample(*a))
     for c in (pf.ROW_GATHER_MIN_CHANNELS - 1, pf.ROW_GATHER_MIN_CHANNELS):
         x, kernels, offsets, weight, bias = _pdf_inputs(1, c, 4, 5, 3)
         with torch.inference_mode():
             pf.pixel_dependent_filter(x, kernels, offsets, weight, bias)
+        pf.pixel_dependent_filter(x, kernels, offsets.requires_grad_(), weight, bias)
     assert calls == ["rows"]

@@ -9,9 +9,9 @@ For every output pixel ``j`` and channel ``c``::
 the paper, which keeps the cost close to one convolution). Offsets are bounded by
 ``max_offset`` (the paper's Delta_max) through ``tanh``.
 
-Implementation (tap by tap): for each of the ``K*K`` taps, one bilinear ``grid_sample`` (on
-the CPU from 64 channels: one ``embedding_bag`` row gather, :func:`_filter_by_rows`)
-gathers the shifted copy of ``x`` (zero outside the image, like a zero-padded convolution), it
+Implementation (tap by tap; for CPU inference, one gather and one matrix product instead, see
+:func:`_filter_by_rows`): for each of the ``K*K`` taps, one bilinear ``grid_sample`` gathers
+the shifted copy of ``x`` (zero outside the image, like a zero-padded convolution), it
 is scaled by ``V`` and the tap's ``C_out x C_in`` slice of ``W`` is accumulated into the output
 with one batched matrix product. Only ordinary ONNX-exportable ops are used (no torchvision
 deform_conv). With ``V = 1`` and ``delta = 0`` this is exactly a ``K x K`` convolution with
@@ -126,10 +126,11 @@ def _sampling_input(x: Tensor, groups: int) -> Tensor:
 def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Apply Eq. 11, one tap at a time.
 
-    On the CPU (outside ONNX export) with at least :data:`ROW_GATHER_MIN_CHANNELS` channels the
-    bilinear samples are gathered with ``embedding_bag`` (:func:`_filter_by_rows`); otherwise
-    with ``grid_sample`` (:func:`_filter_by_grid_sample`). The choice depends on the channel
-    count (a constant of the model), never on the image.
+    For inference on the CPU (no autograd, outside ONNX export) with at least
+    :data:`ROW_GATHER_MIN_CHANNELS` channels the bilinear samples are gathered with
+    ``embedding_bag`` (:func:`_filter_by_rows`); otherwise with ``grid_sample``
+    (:func:`_filter_by_grid_sample`). The choice depends on the channel count (a constant of the
+    model) and on whether autograd records, never on the image.
 
     Args:
         x: ``(B, C_in, H, W)`` input features.
@@ -144,7 +145,12 @@ def pixel_dependent_filter(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
     """
     if _autocast_on(x):
         return _in_float32(pixel_dependent_filter, x, kernels, offsets, weight, bias)
-    if x.device.type == "cpu" and x.shape[1] >= ROW_GATHER_MIN_CHANNELS and not torch.onnx.is_in_onnx_export():
+    if (
+        x.device.type == "cpu"
+        and x.shape[1] >= ROW_GATHER_MIN_CHANNELS
+        and not torch.is_grad_enabled()
+        and not torch.onnx.is_in_onnx_export()
+    ):
         return _filter_by_rows(x, kernels, offsets, weight, bias)
     return _filter_by_grid_sample(x, kernels, offsets, weight, bias)
 
@@ -171,10 +177,11 @@ def _filter_by_grid_sample(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
     return _add_bias(y, bias, mode).reshape(b, c_out, h, w)
 
 
-#: Channels from which the row gather beats ``grid_sample`` on the CPU. Measured on 2 threads
-#: (``benchmarks/README.md``): at 128 channels (``saphn``) it is 15 % faster per call; at 32
-#: (``saphn-s``, K=3) computing the corner indices costs more than it saves.
-ROW_GATHER_MIN_CHANNELS = 64
+#: Channels from which the row gather beats ``grid_sample`` for inference on the CPU. Measured
+#: on 2 threads, whole network at 1280x720, channels-last: ``saphn-s`` (32 channels, K=3)
+#: 0.96-0.97 s vs 0.98-1.03 s with grid_sample (``saphn``, 128: see benchmarks/README.md). Training keeps grid_sample:
+#: ``embedding_bag``'s backward made a ``saphn-s`` step 0.85 s instead of 0.59 s.
+ROW_GATHER_MIN_CHANNELS = 32
 
 #: Zero border added around the feature map before gathering: with sample positions clamped to
 #: [-1, size] per axis, both bilinear corners of any position outside the map fall in it.
@@ -224,16 +231,25 @@ def tap_corners(offsets: Tensor, kernels: Tensor, kernel_size: int) -> tuple[Ten
     return indices.reshape(kk, b * h * w, 4), weights.reshape(kk, b * h * w, 4)
 
 
+#: Taps gathered per chunk by :func:`_filter_by_rows` (elements: pixels x K*K x C). 2**20
+#: (4 MB, stays in cache) was the fastest of 2**20..2**24 for ``saphn``'s 128 channels, K=5.
+ROW_CHUNK_ELEMENTS = 1 << 20
+
+
 def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Eq. 11 on the CPU: gather rows of a channels-last copy of ``x`` with ``embedding_bag``.
+    """Eq. 11 on the CPU: gather rows of a channels-last copy of ``x`` with ``embedding_bag``,
+    then one matrix product.
 
     Why (``benchmarks/README.md`` has the figures): torch's CPU ``grid_sample`` computes every
     output value separately and writes channel-planar output, so each sample of each channel
     touches a separate cache line. Here ``x`` is one zero-bordered ``(pixels, C)`` matrix, and
     ``embedding_bag`` (the weighted sum of a few rows per output, a kernel tuned for
-    recommender systems) gathers whole contiguous channel vectors: for each tap, the four
-    bilinear corners of every pixel, weighted by the bilinear weights times ``V``, in one call.
-    The tap's ``C_out x C_in`` slice of ``W`` is then one large matrix product over all pixels.
+    recommender systems) gathers whole contiguous channel vectors: the four bilinear corners of
+    every tap of every pixel, weighted by the bilinear weights times ``V``. Gathered pixel-major,
+    a chunk of pixels is a ``(pixels, K*K*C)`` matrix (an im2col of the deformed taps), and Eq. 11
+    is then a single product with ``W`` as a ``(K*K*C, C_out)`` matrix: one large GEMM per
+    chunk instead of ``K*K`` thin ones (measured for ``saphn``'s 128 channels, K=5, 320x180:
+    0.26 s vs 0.31 s; the GEMM runs at 246 GFLOP/s, 73 % of this CPU's fp32 peak).
     Same arguments and result as :func:`pixel_dependent_filter`. The result is computed
     channels-last; it is returned as that view when ``x`` is channels-last (the CPU backend's
     layout, so no copy either way) and copied to NCHW otherwise.
@@ -243,21 +259,27 @@ def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor,
     kk = k * k
     p = _BORDER
     rows = F.pad(x, (p, p, p, p)).permute(0, 2, 3, 1).contiguous().reshape(-1, c)  # (B*(H+4)*(W+4), C)
-    indices, weights = tap_corners(offsets, kernels, k)
-    w_taps = weight.flatten(2).permute(2, 1, 0).contiguous()  # (KK, C_in, C_out), each a dense matrix
-    in_place = _accumulation_mode(x) == "in_place"
-    y: Tensor | None = None
-    for t in range(kk):
-        taps = F.embedding_bag(indices[t], rows, per_sample_weights=weights[t], mode="sum")  # (B*H*W, C_in)
-        if y is None:
-            y = taps @ w_taps[t] if bias is None else torch.addmm(bias, taps, w_taps[t])
-        elif in_place:
-            y.addmm_(taps, w_taps[t])
+    indices, weights = tap_corners(offsets, kernels, k)  # (KK, P, 4) each
+    indices = indices.transpose(0, 1).reshape(-1, 4)  # (P*KK, 4): pixel-major, tap-minor
+    weights = weights.transpose(0, 1).reshape(-1, 4)
+    w_all = weight.permute(2, 3, 1, 0).reshape(kk * c, c_out)  # row t*C + c_in = W[:, c_in, ky, kx]
+    n = b * h * w
+    step = max(1, ROW_CHUNK_ELEMENTS // (kk * c))
+    chunks = []
+    out = None if torch.is_grad_enabled() else torch.empty(n, c_out, dtype=x.dtype, device=x.device)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        taps = F.embedding_bag(indices[s * kk : e * kk], rows, per_sample_weights=weights[s * kk : e * kk], mode="sum")
+        taps = taps.view(e - s, kk * c)
+        if out is None:  # autograd: no out= (training of wide variants)
+            chunks.append(taps @ w_all if bias is None else torch.addmm(bias, taps, w_all))
+        elif bias is None:
+            torch.mm(taps, w_all, out=out[s:e])
         else:
-            y = torch.addmm(y, taps, w_taps[t])
-    assert y is not None
-    out = y.reshape(b, h, w, c_out).permute(0, 3, 1, 2)
-    return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+            torch.addmm(bias, taps, w_all, out=out[s:e])
+    y = torch.cat(chunks) if out is None else out
+    y = y.view(b, h, w, c_out).permute(0, 3, 1, 2)
+    return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
 
 
 def _per_tap(weight: Tensor) -> Tensor:
