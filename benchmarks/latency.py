@@ -17,7 +17,9 @@ sets torch's intra-op threads and onnxruntime's. The allocator is tuned as the `
 command tunes it (:mod:`deblur_cli.allocator`; ``DEBLUR_MALLOC=system`` for glibc's defaults).
 Weights are random (speed does not depend on them); zero-initialised heads and meta-layers are
 made non-zero so the filtering module samples at real offsets. The network is timed directly on
-one ``(1, 3, H, W)`` batch: no image IO, no tiling.
+one ``(1, 3, H, W)`` batch: no image IO, no tiling. Every torch model runs channels-last (NHWC),
+as the ``deblur`` CPU backend runs SAPHN; DMPHN gains from it too (DMPHN(1-2-4): 6.14 s NCHW,
+5.01 s NHWC, session 3), so the ratio compares both at their best.
 
 ``--compare-reference`` adds, for every variant, a row that runs the same weights with the
 straightforward filtering module (``pixel_filter.pixel_dependent_filter_reference``, all taps at
@@ -120,13 +122,15 @@ def reference_filtering() -> Iterator[None]:
 
 
 def torch_runner(model: nn.Module, bf16: bool, reference: bool = False) -> Callable[[np.ndarray], object]:
-    """``x -> model(x)`` under inference mode (and CPU bfloat16 autocast if ``bf16``; with the
-    reference filtering module if ``reference``)."""
+    """``x -> model(x)`` under inference mode, channels-last as ``deblur``'s CPU backend runs it
+    (every model, DMPHN too: both gain from it), and CPU bfloat16 autocast if ``bf16``; with the
+    reference filtering module if ``reference``."""
+    model.to(memory_format=torch.channels_last)
 
     def run(x: np.ndarray) -> object:
         amp = torch.autocast("cpu", torch.bfloat16) if bf16 else nullcontext()
         with torch.inference_mode(), amp, reference_filtering() if reference else nullcontext():
-            return model(torch.from_numpy(x))
+            return model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
 
     return run
 
