@@ -41,3 +41,16 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "missing.jpg" in lines[0], out.stderr
+
+
+def test_commands_tune_the_allocator(monkeypatch):
+    """Every command (not --help/--version, which answer before) raises glibc's malloc thresholds."""
+    import deblur_cli.allocator as allocator
+    from deblur_cli.cli.main import main
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    with pytest.raises(SystemExit) as exc:
+        main(["weights", "list"])
+    assert exc.value.code in (0, None)
+    assert calls == [1]
