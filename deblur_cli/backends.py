@@ -83,12 +83,12 @@ class TorchBackend:
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         channels_last: activations and convolution weights are NHWC (on the CPU, see below).
         info: the model's info dict from the loader.
+        config: the model's ``SAPHNConfig`` if it has one.
 
     On the CPU the network runs channels-last (NHWC): oneDNN's convolutions, and above all its
     transposed convolutions, are faster on it and no layout reorders are needed between layers.
     Measured with ``saphn-s`` at 1280x720, 2 threads: 1.12 s NCHW vs 0.98 s NHWC, outputs equal
     within 4e-7. The model passed in is converted in place (memory layout only).
-        config: the model's ``SAPHNConfig`` if it has one.
     """
 
     def __init__(

@@ -127,7 +127,7 @@ def build(out: Path, opencv_root: Path | None = None, wallpaper_roots: dict[str,
     ocv = ocv / OPENCV_DATA if (ocv / OPENCV_DATA).is_dir() else ocv
     wall = {pkg: _unpacked(pkg, roots.get(pkg), out, paths[0]) for pkg, paths in WALLPAPER_TRAIN.items()}
     sk = skimage_data_dir()
-    # (source folder, file, output name, max side or None)
+    # (source folder, file inside it, max side or None)
     plan = {
         "train": [(sk, n, None) for n in SKIMAGE_TRAIN]
         + [(ocv, n, None) for n in OPENCV_TRAIN]
