@@ -179,8 +179,9 @@ def _filter_by_grid_sample(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
 
 #: Channels from which the row gather beats ``grid_sample`` for inference on the CPU. Measured
 #: on 2 threads, whole network at 1280x720, channels-last: ``saphn-s`` (32 channels, K=3)
-#: 0.96-0.97 s vs 0.98-1.03 s with grid_sample (``saphn``, 128: see benchmarks/README.md). Training keeps grid_sample:
-#: ``embedding_bag``'s backward made a ``saphn-s`` step 0.85 s instead of 0.59 s.
+#: 0.96-0.97 s vs 0.98-1.03 s with grid_sample (``saphn``, 128: see benchmarks/README.md).
+#: Training keeps grid_sample: ``embedding_bag``'s backward made a ``saphn-s`` step 0.85 s
+#: instead of 0.59 s.
 ROW_GATHER_MIN_CHANNELS = 32
 
 #: Zero border added around the feature map before gathering: with sample positions clamped to
@@ -202,8 +203,9 @@ def tap_corners(offsets: Tensor, kernels: Tensor, kernel_size: int) -> tuple[Ten
         kernel_size: ``K``.
 
     Returns:
-        ``(indices, weights)``, each ``(K*K, B*H*W, 4)`` (int32 and float), tap-major: the
-        arguments ``embedding_bag`` takes for one tap.
+        ``(indices, weights)``, each ``(B*H*W*K*K, 4)`` (int32 and float), pixel-major and
+        tap-minor: one bag of four corners per tap, in the order ``embedding_bag`` fills the
+        ``(pixels, K*K*C)`` matrix.
     """
     b, _, h, w = offsets.shape
     kk = kernel_size * kernel_size
@@ -211,24 +213,24 @@ def tap_corners(offsets: Tensor, kernels: Tensor, kernel_size: int) -> tuple[Ten
     p = _BORDER
     dtype, device = offsets.dtype, offsets.device
     taps = torch.arange(kernel_size, dtype=dtype, device=device) - r
-    off = offsets.reshape(b, kk, 2, h, w).transpose(0, 1)  # (KK, B, 2, H, W)
-    ys = torch.arange(h, dtype=dtype, device=device).reshape(1, 1, h, 1)
-    xs = torch.arange(w, dtype=dtype, device=device).reshape(1, 1, 1, w)
-    pos_y = (off[:, :, 0] + (ys + taps.repeat_interleave(kernel_size).reshape(kk, 1, 1, 1))).clamp_(-1.0, h)
-    pos_x = (off[:, :, 1] + (xs + taps.repeat(kernel_size).reshape(kk, 1, 1, 1))).clamp_(-1.0, w)
+    off = offsets.reshape(b, kk, 2, h, w).permute(0, 3, 4, 1, 2)  # (B, H, W, KK, 2)
+    ys = torch.arange(h, dtype=dtype, device=device).reshape(1, h, 1, 1)
+    xs = torch.arange(w, dtype=dtype, device=device).reshape(1, 1, w, 1)
+    pos_y = (off[..., 0] + (ys + taps.repeat_interleave(kernel_size))).clamp_(-1.0, h)  # (B, H, W, KK)
+    pos_x = (off[..., 1] + (xs + taps.repeat(kernel_size))).clamp_(-1.0, w)
     y0, x0 = torch.floor(pos_y), torch.floor(pos_x)
     wp = w + 2 * p
     # Row of the top-left corner, exact in float32 below 2**24 rows (a 268-megapixel input at
     # quarter resolution), then int32 like the other corners: +1 (right), +wp (below).
-    image = torch.arange(b, dtype=dtype, device=device).reshape(1, b, 1, 1) * ((h + 2 * p) * wp) + (p * wp + p)
+    image = torch.arange(b, dtype=dtype, device=device).reshape(b, 1, 1, 1) * ((h + 2 * p) * wp) + (p * wp + p)
     top_left = (y0 * wp + x0 + image).to(torch.int32)
     step = torch.tensor([0, 1, wp, wp + 1], dtype=torch.int32, device=device)
-    indices = top_left.unsqueeze(-1) + step  # (KK, B, H, W, 4)
-    fy, fx = pos_y - y0, pos_x - x0  # (KK, B, H, W); gradients flow through these
-    wy = torch.stack((1.0 - fy, fy), dim=-1) * kernels.transpose(0, 1).unsqueeze(-1)  # V folded in
+    indices = top_left.unsqueeze(-1) + step  # (B, H, W, KK, 4)
+    fy, fx = pos_y - y0, pos_x - x0  # (B, H, W, KK); gradients flow through these
+    wy = torch.stack((1.0 - fy, fy), dim=-1) * kernels.permute(0, 2, 3, 1).unsqueeze(-1)  # V folded in
     wx = torch.stack((1.0 - fx, fx), dim=-1)
-    weights = wy.unsqueeze(-1) * wx.unsqueeze(-2)  # (KK, B, H, W, 2, 2): corners TL, TR, BL, BR
-    return indices.reshape(kk, b * h * w, 4), weights.reshape(kk, b * h * w, 4)
+    weights = wy.unsqueeze(-1) * wx.unsqueeze(-2)  # (B, H, W, KK, 2, 2): corners TL, TR, BL, BR
+    return indices.reshape(-1, 4), weights.reshape(-1, 4)
 
 
 #: Taps gathered per chunk by :func:`_filter_by_rows` (elements: pixels x K*K x C). 2**20
@@ -259,9 +261,7 @@ def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor,
     kk = k * k
     p = _BORDER
     rows = F.pad(x, (p, p, p, p)).permute(0, 2, 3, 1).contiguous().reshape(-1, c)  # (B*(H+4)*(W+4), C)
-    indices, weights = tap_corners(offsets, kernels, k)  # (KK, P, 4) each
-    indices = indices.transpose(0, 1).reshape(-1, 4)  # (P*KK, 4): pixel-major, tap-minor
-    weights = weights.transpose(0, 1).reshape(-1, 4)
+    indices, weights = tap_corners(offsets, kernels, k)  # (P*KK, 4) each: pixel-major, tap-minor
     w_all = weight.permute(2, 3, 1, 0).reshape(kk * c, c_out)  # row t*C + c_in = W[:, c_in, ky, kx]
     n = b * h * w
     step = max(1, ROW_CHUNK_ELEMENTS // (kk * c))
@@ -271,7 +271,7 @@ def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor,
         e = min(n, s + step)
         taps = F.embedding_bag(indices[s * kk : e * kk], rows, per_sample_weights=weights[s * kk : e * kk], mode="sum")
         taps = taps.view(e - s, kk * c)
-        if out is None:  # autograd: no out= (training of wide variants)
+        if out is None:  # autograd records (a direct call; the dispatcher avoids it): no out=
             chunks.append(taps @ w_all if bias is None else torch.addmm(bias, taps, w_all))
         elif bias is None:
             torch.mm(taps, w_all, out=out[s:e])
