@@ -328,3 +328,39 @@ def test_filter_path_follows_the_channel_count(monkeypatch):
             pf.pixel_dependent_filter(x, kernels, offsets, weight, bias)
         pf.pixel_dependent_filter(x, kernels, offsets.requires_grad_(), weight, bias)
     assert calls == ["rows"]
+
+
+# --- blur sweep (benchmarks/blur_sweep.py) --------------------------------------------------
+
+
+def _sweep_photos():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:48, 0:56] / 8.0
+    base = np.stack([0.5 + 0.4 * np.sin(xx + yy), 0.5 + 0.4 * np.cos(2 * yy), 0.5 + 0.3 * np.sin(xx * yy)], -1)
+    return [np.round(np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1) * 255).astype(np.float32) / 255]
+
+
+def test_blur_sweep_rows():
+    """Identity: zero gain, unchanged sharp row (inf); blurring more: negative gains, counted."""
+    import cv2
+    import numpy as np
+
+    import blur_sweep
+
+    photos = _sweep_photos()
+    rows = blur_sweep.sweep(lambda x: x, photos, [0.0, 4.0, 9.0], kinds=("linear", "shake"))
+    assert [(r["kind"], r["extent"]) for r in rows] == [(k, e) for k in ("linear", "shake") for e in (0.0, 4.0, 9.0)]
+    sharp_row, short, long = rows[:3]
+    assert sharp_row["psnr_out"] == float("inf") and sharp_row["gain"] is None
+    assert short["gain"] == 0.0 and short["psnr_in"] > long["psnr_in"]  # longer blur, lower input PSNR
+    worse = blur_sweep.sweep(lambda x: cv2.GaussianBlur(x, (0, 0), 2.0), photos, [0.0, 4.0], kinds=("linear",))
+    assert np.isfinite(worse[0]["psnr_out"]) and worse[1]["gain"] < 0 and worse[1]["worse"] == 1
+
+
+def test_blur_sweep_command_reports_a_missing_folder(tmp_path, capsys):
+    import blur_sweep
+
+    assert blur_sweep.main(["--photos", str(tmp_path / "nope")]) == 2
+    assert "not a folder" in capsys.readouterr().err

@@ -215,3 +215,11 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, weights, monkeypatch
     result = invoke("folder", tmp_path / "in", "-o", tmp_path / "out", "--weights", weights)
     assert isinstance(result.exception, KeyboardInterrupt) or result.exit_code != 0
     assert files(tmp_path / "out") == []
+
+
+def test_folder_self_ensemble(tree, tmp_path, weights):
+    """``--self-ensemble`` reaches the engine of ``deblur folder`` too (bad files still reported)."""
+    out = tmp_path / "ens"
+    result = invoke("folder", tree, "-o", out, "--weights", weights, "--device", "cpu", "--self-ensemble", "2")
+    assert "self-ensemble x2" in result.stderr
+    assert (out / "a.png").exists() and "bad.png" in result.output + result.stderr

@@ -207,3 +207,18 @@ def test_image_bf16_on_a_cpu_with_native_bf16(photo, weights, tmp_path, monkeypa
         invoke("image", photo, "-o", tmp_path / "y.png", "--weights", weights, "--backend", "onnx", "--bf16"),
         "--bf16",
     )
+
+
+def test_image_self_ensemble(photo, weights, tmp_path):
+    """``--self-ensemble 4`` averages four flipped passes: a different, valid image of the same
+    size; a size outside 1/2/4/8 is one clear error."""
+    plain, ens = tmp_path / "plain.png", tmp_path / "ens.png"
+    assert invoke("image", photo, "-o", plain, "--weights", weights, "--device", "cpu").exit_code == 0
+    result = invoke("image", photo, "-o", ens, "--weights", weights, "--device", "cpu", "--self-ensemble", "4")
+    assert result.exit_code == 0, result.output
+    assert "self-ensemble x4" in result.stderr
+    a, b = np.asarray(Image.open(plain)), np.asarray(Image.open(ens))
+    assert a.shape == b.shape == (20, 24, 3) and not np.array_equal(a, b)
+    assert_error(invoke("image", photo, "-o", tmp_path / "z.png", "--weights", weights, "--self-ensemble", "3"),
+                 "--self-ensemble must be one of 1, 2, 4, 8")  # fmt: skip
+    assert not (tmp_path / "z.png").exists()

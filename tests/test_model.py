@@ -81,6 +81,11 @@ def test_attention_matrix_form_equals_step_by_step(cross):
         fast = attn(x, values)
         slow = attention_reference(attn, x, values)
     torch.testing.assert_close(fast, slow * attn.maps, atol=1e-5, rtol=1e-4)
+    cl = torch.channels_last
+    with torch.no_grad():  # the CPU backend's layout: pixel-major product, channels-last result
+        nhwc = attn(x.contiguous(memory_format=cl), None if values is None else values.contiguous(memory_format=cl))
+    assert nhwc.is_contiguous(memory_format=cl)
+    torch.testing.assert_close(nhwc, fast, atol=1e-6, rtol=1e-5)
 
 
 class _LargestTensor(TorchDispatchMode):
@@ -218,6 +223,41 @@ def test_table3_ablation_switches_build_and_run(flags):
         assert model.num_parameters() < create_model("saphn", **TINY).num_parameters()
 
 
+@pytest.mark.parametrize("flags", [(True, True, True, True, True), (True, False, True, False, True),
+                                   (False, True, True, True, False), (False, False, True, True, True)])  # fmt: skip
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shared_heads_equal_separate_convolutions(flags, channels_last, monkeypatch):
+    """The content-aware module runs its 3x3 heads on x (meta-layer, f_fus, f_m1s) as one
+    convolution; outputs, maps and gradients equal running them one by one."""
+    from deblur_cli.models.fusion import ContentAwareModule
+
+    kw = dict(zip(SWITCHES, flags))
+    torch.manual_seed(0)
+    a = _randomize(create_model("saphn", **TINY, **kw))
+    b = _randomize(create_model("saphn", **TINY, **kw))
+    b.load_state_dict(a.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.rand(2, 3, 16, 24).contiguous(memory_format=fmt)
+    a.to(memory_format=fmt), b.to(memory_format=fmt)
+    maps_a: dict[str, torch.Tensor] = {}
+    ya = a(x, maps_a)
+    ya.square().mean().backward()
+    calls = []
+    monkeypatch.setattr(ContentAwareModule, "_heads", lambda self, x, use_ca: calls.append(1) or {})
+    maps_b: dict[str, torch.Tensor] = {}
+    yb = b(x, maps_b)
+    yb.square().mean().backward()
+    assert calls  # the unfused path did run
+    torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
+    assert maps_a.keys() == maps_b.keys()
+    for k in maps_a:
+        torch.testing.assert_close(maps_a[k], maps_b[k], atol=1e-5, rtol=1e-5)
+    for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert (pa.grad is None) == (pb.grad is None), n
+        if pa.grad is not None:
+            torch.testing.assert_close(pa.grad, pb.grad, atol=1e-5, rtol=1e-4)
+
+
 def _maps(model: SAPHN, x: torch.Tensor) -> dict[str, torch.Tensor]:
     maps: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -296,3 +336,16 @@ def test_shipped_weights_still_load_strictly():
 
     model, info = load_model()
     assert info["arch"] == "saphn-s" and model.config.stage_blocks == 0
+
+
+def test_network_runs_under_bf16_autocast():
+    """The --bf16 path: low-precision convolutions and attention, float32 filtering, fused by
+    Eq. 13 in float32; close to the float32 output."""
+    model = _randomize(create_model("saphn-tiny")).eval()
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.1

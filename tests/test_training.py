@@ -237,6 +237,14 @@ def test_cli_eval_and_json(photos, tmp_path, tiny_weights):
     assert "PSNR out" in res.output
     again = runner.invoke(cli_main.app, ["eval", "--data", str(held), "--weights", str(tiny_weights), "--json", str(out)])
     assert again.exit_code != 0 and "exists" in str(again.exception)
+    ens = tmp_path / "ens.json"
+    res = runner.invoke(cli_main.app, ["eval", "--data", str(held), "--weights", str(tiny_weights), "--device", "cpu",
+                                       "--json", str(ens), "--self-ensemble", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data2 = json.loads(ens.read_text())
+    assert "self-ensemble x2" in data2["device"]
+    assert data2["summary"]["psnr_out"] != data["summary"]["psnr_out"]  # a different estimate, same pairs
+    assert data2["summary"]["psnr_in"] == data["summary"]["psnr_in"]
 
 
 def test_cli_eval_bad_data(tmp_path):

@@ -30,6 +30,7 @@ def evaluate_cmd(
     tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
     fp16: opt.Fp16 = False,
     bf16: opt.Bf16 = False,
+    self_ensemble: opt.SelfEnsemble = 1,
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write per-image rows and the summary as JSON here.")
     ] = None,
@@ -59,7 +60,7 @@ def evaluate_cmd(
         raise DeblurError(str(exc)) from None
     pairs = pairs[:limit] if limit else pairs
     d = Deblurrer(model, weights=weights, device=device, backend=backend.value, tile=tile,
-                  tile_overlap=tile_overlap, fp16=fp16, bf16=bf16)  # fmt: skip
+                  tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble)  # fmt: skip
     err = Console(stderr=True)
     err.print(f"deblur: {opt.describe_run(d)}; {len(pairs)} pairs")
 

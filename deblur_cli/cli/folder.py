@@ -81,6 +81,7 @@ def folder(
     tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
     fp16: opt.Fp16 = False,
     bf16: opt.Bf16 = False,
+    self_ensemble: opt.SelfEnsemble = 1,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -108,7 +109,8 @@ def folder(
                 "use --skip-existing to keep them or --overwrite to replace them"
             )
     deblurrer = Deblurrer(
-        model, weights=weights, device=device, backend=backend.value, tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16
+        model, weights=weights, device=device, backend=backend.value, tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16,
+        self_ensemble=self_ensemble,
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     size: int | None = batch_size if batch_size is not None else (None if batch else 1)

@@ -33,6 +33,7 @@ def image(
     tile_overlap: opt.TileOverlap = opt.DEFAULT_TILE_OVERLAP,
     fp16: opt.Fp16 = False,
     bf16: opt.Bf16 = False,
+    self_ensemble: opt.SelfEnsemble = 1,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -62,6 +63,7 @@ def image(
         tile_overlap=tile_overlap,
         fp16=fp16,
         bf16=bf16,
+        self_ensemble=self_ensemble,
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     start = time.perf_counter()

@@ -70,6 +70,15 @@ Bf16 = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
+SelfEnsemble = Annotated[
+    int,
+    typer.Option(
+        "--self-ensemble",
+        help="Average the output over N flips/transposes of the input (1, 2, 4 or 8): N times slower, "
+        "a little sharper (+0.18 dB mean on our validation pairs with 8).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
 Tile = Annotated[
     Optional[int],
     typer.Option(

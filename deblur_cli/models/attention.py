@@ -57,6 +57,7 @@ class EfficientAttention(nn.Module):
         values: Tensor | None = None,
         maps: dict[str, Tensor] | None = None,
         prefix: str = "",
+        m1_logits: Tensor | None = None,
     ) -> Tensor:
         """Attend over all positions of each image (or patch) in the batch.
 
@@ -68,12 +69,14 @@ class EfficientAttention(nn.Module):
                 attention maps ``q`` ``(B, C2, H, W)`` (each summing to 1 over H, W) are
                 stored in it under ``prefix``.
             prefix: key prefix for ``maps``.
+            m1_logits: ``self.f_m1(x)`` ``(B, 1, H, W)`` if the caller computed it already (the
+                content-aware module runs all its 3x3 heads on ``x`` as one convolution).
 
         Returns:
             ``(B, C, H, W)`` attended features ``y_att``.
         """
         b, c, h, w = x.shape
-        m1 = torch.sigmoid(self.f_m1(x))  # Eq. 2, (B, 1, H, W)
+        m1 = torch.sigmoid(self.f_m1(x) if m1_logits is None else m1_logits)  # Eq. 2, (B, 1, H, W)
         x_m1 = x * m1  # Eq. 3
         v_m1 = x_m1 if values is None else values * m1
         q = torch.softmax(self.f_q(x_m1).flatten(2), dim=2)  # Eq. 4, (B, C2, HW), sums to 1 over HW
@@ -82,7 +85,13 @@ class EfficientAttention(nn.Module):
         # Eq. 5-6: C2 attention-weighted averages of the gated values, channel-gated by M2.
         desc = torch.bmm(v_m1.flatten(2), q.transpose(1, 2)) * m2.unsqueeze(2)  # (B, C, C2)
         # Eq. 8-9 (sum form of Eq. 10): every pixel mixes the C2 descriptors.
-        y = torch.bmm(desc, p)  # (B, C, HW)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # Pixel-major product, (B, HW, C2) @ (B, C2, C): the result is channels-last like
+            # the input and like the filtering branch it is fused with (Eq. 13), so the fusion
+            # and the convolutions after it never mix memory layouts. Same values as below.
+            y = torch.bmm(p.transpose(1, 2), desc.transpose(1, 2)).transpose(1, 2)  # (B, C, HW), strides of NHWC
+        else:
+            y = torch.bmm(desc, p)  # (B, C, HW)
         if maps is not None:
             maps[prefix + "m1"] = m1
             maps[prefix + "q"] = q.reshape(b, self.maps, h, w)

@@ -401,17 +401,22 @@ class PixelDependentFilter(nn.Module):
             nn.init.zeros_(self.meta.weight)
             nn.init.zeros_(self.meta.bias)
 
-    def forward(self, x: Tensor, maps: dict[str, Tensor] | None = None, prefix: str = "") -> Tensor:
+    def forward(
+        self, x: Tensor, maps: dict[str, Tensor] | None = None, prefix: str = "", raw: Tensor | None = None
+    ) -> Tensor:
         """Filter ``x`` (``(B, C, H, W)``) with per-pixel kernels and offsets.
 
         If ``maps`` is a dict, the predicted kernel values ``V`` ``(B, K*K, H, W)`` and offsets
-        ``(B, 2*K*K, H, W)`` (dy, dx per tap) are stored in it under ``prefix``.
+        ``(B, 2*K*K, H, W)`` (dy, dx per tap) are stored in it under ``prefix``. ``raw`` is
+        ``self.meta(x)`` when the caller has computed it already (the content-aware module
+        runs it in one convolution with its other heads on ``x``).
         """
         if self.meta is None:
             y = F.conv2d(x, self.weight, self.bias, padding=self.kernel_size // 2)
             return y
         kk = self.kernel_size * self.kernel_size
-        raw = self.meta(x)
+        if raw is None:
+            raw = self.meta(x)
         b, _, h, w = x.shape
         if self.adaptive_kernel:
             kernels = 2.0 * torch.sigmoid(raw[:, :kk])  # in (0, 2), 1 at initialisation
