@@ -78,7 +78,7 @@ class ContentAwareModule(nn.Module):
         y_att = None
         if self.sa is not None:
             y_att = self.sa(x, None, maps, prefix + "sa.", m1_logits=heads.get("sa"))
-        if self.ca is not None and encoder_features is not None:
+        if use_ca:
             y_ca = self.ca(x, encoder_features, maps, prefix + "ca.", m1_logits=heads.get("ca"))
             y_att = y_ca if y_att is None else y_att + y_ca
         if y_att is None:  # CA only, in an encoder block: no global branch here
@@ -98,15 +98,14 @@ class ContentAwareModule(nn.Module):
         ``f_m1`` (``sa``, ``ca``), each ``(B, 1, H, W)`` logits.
 
         Why: a convolution with one output channel costs nearly as much as one with dozens (on
-        the CPU, 7.5 ms for 128 -> 1 at 320x180 against 35 ms for 128 -> 75; in training, the
-        backward pass of each is a separate pass over ``x`` too). Concatenating the weights is
+        the CPU, 7.5 ms for 128 -> 1 at 320x180 against 35 ms for 128 -> 75). Concatenating the weights is
         exact (each output channel is its own dot product) and keeps the parameters, their
         names and the checkpoints as they are. Empty if there is at most one head.
         """
         convs: dict[str, nn.Conv2d] = {}
         if self.pdf.meta is not None:
             convs["pdf"] = self.pdf.meta
-        if self.f_fus is not None:
+        if self.f_fus is not None and (self.sa is not None or use_ca):  # else no global branch to fuse
             convs["fus"] = self.f_fus
         if self.sa is not None:
             convs["sa"] = self.sa.f_m1
