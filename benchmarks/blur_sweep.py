@@ -75,17 +75,10 @@ def _mean(xs: list[float]) -> float:
 
 def load_photos(folder: Path, side: int) -> list[np.ndarray]:
     """The photographs of ``folder``, centre-cropped to at most ``side`` pixels, 8-bit levels."""
-    from deblur_cli.data.datasets import list_images, read_rgb
+    from deblur_cli.data.datasets import centre_crop, list_images, read_rgb
     from deblur_cli.data.synthetic import quantize
 
-    out = []
-    for path in list_images(folder):
-        img = read_rgb(path)
-        h, w = img.shape[:2]
-        ch, cw = min(h, side), min(w, side)
-        y, x = (h - ch) // 2, (w - cw) // 2
-        out.append(quantize(img[y : y + ch, x : x + cw]))
-    return out
+    return [quantize(centre_crop(read_rgb(path), side)) for path in list_images(folder)]
 
 
 def _fmt(v: object, sign: bool = False) -> str:

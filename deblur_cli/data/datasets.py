@@ -32,6 +32,14 @@ def read_rgb(path: Path) -> np.ndarray:
     return img[:, :, ::-1].astype(np.float32) / scale
 
 
+def centre_crop(img: np.ndarray, max_side: int) -> np.ndarray:
+    """The centre of ``(H, W, ...)`` ``img``, at most ``max_side`` pixels a side (a view)."""
+    h, w = img.shape[:2]
+    ch, cw = min(h, max_side), min(w, max_side)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return img[y : y + ch, x : x + cw]
+
+
 class SyntheticPairs:
     """Random blurred/sharp crops from a folder of sharp photographs.
 
@@ -144,11 +152,7 @@ def make_heldout_set(
     (out / "sharp").mkdir(parents=True, exist_ok=True)
     settings = BlurSettings()
     for i, path in enumerate(list_images(photos)):
-        img = read_rgb(path)
-        h, w = img.shape[:2]
-        ch, cw = min(h, max_side), min(w, max_side)
-        y, x = (h - ch) // 2, (w - cw) // 2
-        img = quantize(img[y : y + ch, x : x + cw])
+        img = quantize(centre_crop(read_rgb(path), max_side))
         for kind in ("linear", "shake"):
             blurred = quantize(degrade(img, rng, settings, kind=kind, extent=extents[i % len(extents)]))
             name = f"{path.stem}_{kind}.png"
