@@ -24,9 +24,9 @@ def roots(tmp_path, monkeypatch):
     for n in photos.OPENCV_TRAIN + photos.HELDOUT["opencv"]:
         _write(ocv / photos.OPENCV_DATA / n, 24, 16)
     wall = {}
-    for pkg in photos.WALLPAPER_TRAIN:
+    for pkg in photos.WALLPAPER_PACKAGES:
         wall[pkg] = tmp_path / pkg
-        for p in photos.WALLPAPER_TRAIN[pkg] + photos.WALLPAPER_VAL[pkg]:
+        for p in photos.WALLPAPER_TRAIN.get(pkg, []) + photos.WALLPAPER_VAL.get(pkg, []):
             _write(wall[pkg] / p, 40, 64)
     monkeypatch.setattr(photos, "skimage_data_dir", lambda: sk)
     monkeypatch.setattr(photos, "WALLPAPER_SIDE", 32)
@@ -47,6 +47,7 @@ def test_build_writes_three_disjoint_splits(tmp_path, roots):
     assert not (train & val) and not (train & held) and not (val & held)
     # Plasma wallpapers are all called WxH.jpg: they are named for their folder.
     assert "Path.png" in train and "EveningGlow.png" in val and "LadyBird.png" in val
+    assert "Kleiber_by_Lukas_Baubkus.png" in val
 
 
 def test_wallpapers_are_downscaled_and_others_kept(tmp_path, roots):
@@ -63,3 +64,21 @@ def test_build_reports_a_missing_photo(tmp_path, roots):
     (ocv / photos.OPENCV_DATA / photos.OPENCV_TRAIN[0]).unlink()
     with pytest.raises(FileNotFoundError):
         photos.build(tmp_path / "out", ocv, wall)
+
+
+def test_make_pairs_blurs_validation_photos_twice_and_nearly_sharp_ones_less(tmp_path, roots):
+    ocv, wall = roots
+    out = tmp_path / "out"
+    counts = photos.build(out, ocv, wall)
+    made = photos.make_pairs(out)
+    assert made == {"heldout": 2 * counts["heldout"], "val": 2 * counts["val"], "val-nearsharp": 2 * counts["val"]}
+
+    def mean_abs_diff(name: str) -> float:
+        d = [
+            np.abs(cv2.imread(str(p)).astype(float) - cv2.imread(str(out / f"{name}-pairs" / "sharp" / p.name)))
+            for p in sorted((out / f"{name}-pairs" / "blur").iterdir())
+        ]
+        return float(np.mean([x.mean() for x in d]))
+
+    # Same sharp photos, much less blur (2-3 px against 9-21 px).
+    assert 0 < mean_abs_diff("val-nearsharp") < mean_abs_diff("val")

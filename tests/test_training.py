@@ -119,6 +119,20 @@ def test_defocus_prob_zero_keeps_the_data_stream(photos):
     assert not np.array_equal(a[1], c[1])  # targets now contain defocus
 
 
+def test_identity_samples_are_the_sharp_crop_and_off_keeps_the_data_stream(photos):
+    """identity_prob = 1: input == target (no noise/JPEG asked); = 0: the old stream exactly."""
+    quiet = dict(noise_prob=0.0, jpeg_prob=0.0)
+    same = SyntheticPairs(photos, crop=32, settings=BlurSettings(identity_prob=1.0, **quiet), seed=2).batch(3)
+    np.testing.assert_array_equal(same[0], same[1])
+    a = SyntheticPairs(photos, crop=32, seed=5).batch(3)
+    b = SyntheticPairs(photos, crop=32, settings=BlurSettings(identity_prob=0.0), seed=5).batch(3)
+    np.testing.assert_array_equal(a[0], b[0])
+    # Some, not all, of a batch are identity samples at 0.5.
+    half = SyntheticPairs(photos, crop=32, settings=BlurSettings(identity_prob=0.5, **quiet), seed=1).batch(16)
+    n_same = sum(np.array_equal(x, y) for x, y in zip(*half))
+    assert 0 < n_same < 16
+
+
 def test_heldout_set_has_both_blur_kinds(photos, tmp_path):
     pairs = make_heldout_set(photos, tmp_path / "held", max_side=64)
     names = sorted(p.name for p in pairs)
@@ -195,6 +209,24 @@ def test_resume_continues_exactly(photos, tmp_path):
     assert state["run"]["step"] == 6 and len(state["run"]["history"]) == 2
     entry = json.loads((tmp_path / "b" / "final.entry.json").read_text())
     assert entry["arch"] == "saphn-tiny" and len(entry["sha256"]) == 64
+
+
+def test_keep_val_weights_exports_every_validation(photos, tmp_path):
+    held = tmp_path / "held"
+    make_heldout_set(photos, held, max_side=48)
+    cfg = _tiny_cfg()
+    cfg.keep_val_weights = True
+    train(tmp_path / "r", cfg, synthetic=photos, val=held, log=lambda s: None)
+    snaps = sorted(p.name for p in (tmp_path / "r" / "snapshots").glob("*.safetensors"))
+    assert snaps == ["step-000003.safetensors", "step-000006.safetensors"]
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(tmp_path / "r" / "snapshots" / n)) for n in snaps)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # taken at different steps
+    final = load_file(str(tmp_path / "r" / "final.safetensors"))
+    assert all(torch.equal(final[k], b[k]) for k in final)  # the last one is the final weights
+    entry = json.loads((tmp_path / "r" / "snapshots" / "step-000003.entry.json").read_text())
+    assert entry["train_steps"] == 3
 
 
 def test_max_minutes_stops_with_a_checkpoint(photos, tmp_path):

@@ -39,6 +39,9 @@ def train_cmd(
     ] = "0,0,1",
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="0 = off.")] = 0.0,
     val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
+    keep_val_weights: Annotated[
+        bool, typer.Option("--keep-val-weights", help="Export weights at every validation, to OUT/snapshots/.")
+    ] = False,
     checkpoint_minutes: Annotated[float, typer.Option("--checkpoint-minutes")] = 10.0,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop (resumably) after this long.")] = None,
     device: Annotated[str, typer.Option("--device", "-d")] = "auto",
@@ -73,7 +76,7 @@ def train_cmd(
     dev = resolve_device(device)
     cfg = TrainConfig(model=model, crop=crop, batch=batch, steps=steps or 600_000, lr=lr, schedule=schedule,
                       lr_step=lr_step, warmup=warmup, loss=loss, level_weights=weights, grad_clip=grad_clip,
-                      val_every=val_every, checkpoint_minutes=checkpoint_minutes, seed=seed, threads=threads)  # fmt: skip
+                      val_every=val_every, keep_val_weights=keep_val_weights, checkpoint_minutes=checkpoint_minutes, seed=seed, threads=threads)  # fmt: skip
     console = Console(stderr=True)
     console.print(f"deblur: training {model} on {dev}; run folder {out}")
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

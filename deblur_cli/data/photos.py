@@ -5,8 +5,8 @@ Sources (all listed in ``weights/MODEL_CARD.md``):
 * scikit-image's ``skimage/data`` folder (installed with the ``test`` extra);
 * Debian's ``opencv-doc`` package, ``usr/share/doc/opencv-doc/examples/data``
   (``apt-get download opencv-doc && dpkg -x opencv-doc_*.deb DIR``);
-* the photographs among Debian's desktop wallpapers, ``plasma-workspace-wallpapers`` and
-  ``mate-backgrounds`` (same way). They are the only sharp photographs here with natural
+* the photographs among Debian's desktop wallpapers, ``plasma-workspace-wallpapers``,
+  ``mate-backgrounds``, ``lomiri-wallpapers-16.04`` and ``lomiri-wallpapers-20.04`` (same way). They are the only sharp photographs here with natural
   shallow depth of field (bokeh), which the network must learn to leave alone; they are
   downscaled to at most :data:`WALLPAPER_SIDE` pixels so that a training crop holds a scene,
   not a patch of sky.
@@ -16,12 +16,14 @@ already blurred (``licenseplate_motion``, ``text_motion``, ``text_defocus``, ``c
 are left out. Near-duplicates (stereo pairs, before/after pairs) sit on the same side of the
 split, so no held-out scene is seen in training.
 
-Three splits: ``train``; ``val``, wallpapers kept aside to choose checkpoints and settings on;
-``heldout``, used only to report results. Run ``python -m deblur_cli.data.photos OUT_DIR`` to
-(re)build ``OUT_DIR/{train,val,heldout}`` as PNG files and the fixed evaluation pairs
+Three splits: ``train``; ``val``, wallpapers kept aside to choose checkpoints and settings on
+(all the Lomiri photographs, added in session 5, are validation photos); ``heldout``, used only
+to report results. Run ``python -m deblur_cli.data.photos OUT_DIR`` to (re)build
+``OUT_DIR/{train,val,heldout}`` as PNG files and the fixed evaluation pairs
 ``OUT_DIR/{val,heldout}-pairs/{blur,sharp}`` (each photo blurred both ways, see
-:func:`deblur_cli.data.datasets.make_heldout_set`); it downloads the Debian packages with apt
-unless their unpacked folders are given.
+:func:`deblur_cli.data.datasets.make_heldout_set`), plus ``OUT_DIR/val-nearsharp-pairs``: the
+validation photos blurred by only 2-3 px, to catch weights that damage nearly sharp
+photographs. It downloads the Debian packages with apt unless their unpacked folders are given.
 """
 
 from __future__ import annotations
@@ -69,15 +71,30 @@ WALLPAPER_TRAIN = {
     "mate-backgrounds": [_MATE.format(n) for n in (
         "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "RainDrops", "TwoWings", "Wood")],
 }  # fmt: skip
+_LOMIRI = "usr/share/backgrounds/{}.jpg"
 #: The validation split: wallpapers never trained on, to pick checkpoints without touching HELDOUT.
+#: Lomiri's are photographs by named photographers (the packages' other images are renders:
+#: ``umang``, ``Fossa``, ``Infinite-Sea``, ``Painting-Colors``, ``warty-final-ubuntu``).
 WALLPAPER_VAL = {
     "plasma-workspace-wallpapers": [_PLASMA.format(n) for n in ("EveningGlow", "Grey")],
     "mate-backgrounds": [_MATE.format(n) for n in ("LadyBird", "YellowFlower")],
+    "lomiri-wallpapers-16.04": [_LOMIRI.format(n) for n in (
+        "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace", "Picture_1A_by_freespace",
+        "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi", "analogpattern_by_Peter_Nerlich",
+        "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich",
+        "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi", "seeding_by_Clements_Engelhardt",
+        "sunset_by_Aitzol_Berasategi")],
+    "lomiri-wallpapers-20.04": [_LOMIRI.format("Kleiber_by_Lukas_Baubkus")],
 }  # fmt: skip
+#: Every wallpaper package used, in either split.
+WALLPAPER_PACKAGES = list(dict.fromkeys([*WALLPAPER_TRAIN, *WALLPAPER_VAL]))
 #: Wallpapers are downscaled (INTER_AREA) to at most this many pixels on their long side.
 WALLPAPER_SIDE = 1280
 #: Seed of the validation pairs (the held-out pairs use make_heldout_set's default).
 VAL_SEED = 4321
+#: Seed and extents (px) of the nearly sharp validation pairs.
+NEARSHARP_SEED = 8765
+NEARSHARP_EXTENTS = (2.0, 3.0)
 
 
 def skimage_data_dir() -> Path:
@@ -104,6 +121,11 @@ def _unpacked(package: str, given: Path | None, out: Path, probe: str) -> Path:
     return root
 
 
+def _first(pkg: str) -> str:
+    """A file that wallpaper package ``pkg`` holds once unpacked."""
+    return (WALLPAPER_TRAIN.get(pkg) or WALLPAPER_VAL[pkg])[0]
+
+
 def _name(path: str) -> str:
     """Output file name: the wallpaper's folder name for Plasma (its files are all ``WxH.jpg``)."""
     p = Path(path)
@@ -125,7 +147,7 @@ def build(out: Path, opencv_root: Path | None = None, wallpaper_roots: dict[str,
     roots = wallpaper_roots or {}
     ocv = _unpacked("opencv-doc", opencv_root, out, OPENCV_DATA)
     ocv = ocv / OPENCV_DATA if (ocv / OPENCV_DATA).is_dir() else ocv
-    wall = {pkg: _unpacked(pkg, roots.get(pkg), out, paths[0]) for pkg, paths in WALLPAPER_TRAIN.items()}
+    wall = {pkg: _unpacked(pkg, roots.get(pkg), out, _first(pkg)) for pkg in WALLPAPER_PACKAGES}
     sk = skimage_data_dir()
     # (source folder, file inside it, max side or None)
     plan = {
@@ -153,25 +175,38 @@ def build(out: Path, opencv_root: Path | None = None, wallpaper_roots: dict[str,
     return counts
 
 
+def make_pairs(out: Path) -> dict[str, int]:
+    """(Re)make the fixed evaluation pairs from ``out/{heldout,val}``: ``out/heldout-pairs``,
+    ``out/val-pairs`` and ``out/val-nearsharp-pairs``; returns the number of pairs of each."""
+    from deblur_cli.data.datasets import make_heldout_set
+
+    plan = {
+        "heldout": ("heldout", {}),
+        "val": ("val", {"seed": VAL_SEED}),
+        "val-nearsharp": ("val", {"seed": NEARSHARP_SEED, "extents": NEARSHARP_EXTENTS}),
+    }
+    made = {}
+    for name, (split, kwargs) in plan.items():
+        if (out / f"{name}-pairs").exists():
+            shutil.rmtree(out / f"{name}-pairs")
+        made[name] = len(make_heldout_set(out / split, out / f"{name}-pairs", **kwargs))
+    return made
+
+
 def main() -> None:
     """``python -m deblur_cli.data.photos OUT_DIR [--opencv-doc DIR]``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--opencv-doc", type=Path, default=None, help="where opencv-doc was unpacked (dpkg -x)")
-    for pkg in WALLPAPER_TRAIN:
+    for pkg in WALLPAPER_PACKAGES:
         ap.add_argument(f"--{pkg}", type=Path, default=None, help=f"where {pkg} was unpacked (dpkg -x)")
     args = ap.parse_args()
-    roots = {pkg: getattr(args, pkg.replace("-", "_")) for pkg in WALLPAPER_TRAIN}
+    roots = {pkg: getattr(args, pkg.replace("-", "_")) for pkg in WALLPAPER_PACKAGES}
     counts = build(args.out, args.opencv_doc, {k: v for k, v in roots.items() if v is not None})
-    from deblur_cli.data.datasets import make_heldout_set
-
-    for split in ("heldout", "val"):
-        if (args.out / f"{split}-pairs").exists():
-            shutil.rmtree(args.out / f"{split}-pairs")
-    held = make_heldout_set(args.out / "heldout", args.out / "heldout-pairs")
-    val = make_heldout_set(args.out / "val", args.out / "val-pairs", seed=VAL_SEED)
+    pairs = make_pairs(args.out)
     print(f"{counts['train']} training photos in {args.out / 'train'}, {counts['val']} validation photos "
-          f"({len(val)} pairs), {counts['heldout']} held-out photos ({len(held)} pairs) in {args.out}")  # fmt: skip
+          f"({pairs['val']} pairs, {pairs['val-nearsharp']} nearly sharp pairs), {counts['heldout']} held-out "
+          f"photos ({pairs['heldout']} pairs) in {args.out}")  # fmt: skip
 
 
 if __name__ == "__main__":

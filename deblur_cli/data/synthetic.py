@@ -82,6 +82,9 @@ class BlurSettings:
             trajectory for (b).
         sharp_prob: probability of a nearly sharp sample (extent 1-3 px), so that the network
             learns to leave sharp images alone.
+        identity_prob: probability of no blur at all (input = target before noise and JPEG):
+            a sharp photograph must come back unchanged. Drawn before ``sharp_prob``, and only
+            when it is above 0, so that runs without it draw the same random numbers as before.
         noise_prob: probability of adding Poisson-Gaussian noise.
         noise_sigma: ``(min, max)`` read noise sigma in linear light.
         shot_noise: ``(min, max)`` shot-noise variance per unit of linear signal (2e-4: a
@@ -101,6 +104,7 @@ class BlurSettings:
     linear_prob: float = 0.5
     length: tuple[float, float] = (5.0, 25.0)
     sharp_prob: float = 0.05
+    identity_prob: float = 0.0
     noise_prob: float = 0.3
     noise_sigma: tuple[float, float] = (0.0, 0.005)
     shot_noise: tuple[float, float] = (0.0, 2e-4)
@@ -211,6 +215,8 @@ def degrade(sharp: np.ndarray, rng: Rng, settings: BlurSettings, kind: str | Non
     if kind is None:
         kind = "linear" if rng.random() < settings.linear_prob else "shake"
     if extent is None:
+        if settings.identity_prob > 0 and rng.random() < settings.identity_prob:
+            return sharp.copy()
         lo, hi = settings.length
         extent = rng.uniform(1.0, 3.0) if rng.random() < settings.sharp_prob else rng.uniform(lo, hi)
     lin = srgb_to_linear(sharp)

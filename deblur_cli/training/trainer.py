@@ -49,6 +49,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     val_every: int = 500
     val_crop: int = 256
+    keep_val_weights: bool = False  # also export weights at every validation, to snapshots/step-NNNNNN
     checkpoint_minutes: float = 10.0
     seed: int = 0
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -330,6 +331,10 @@ def train(
             if pout > st.best_psnr:
                 st.best_psnr = pout
                 export_weights(run_dir, model, cfg, st, "best")
+            if cfg.keep_val_weights:
+                # A selection rule may weigh more than the mean PSNR ``best`` is chosen by.
+                (run_dir / "snapshots").mkdir(exist_ok=True)
+                export_weights(run_dir, model, cfg, st, f"snapshots/step-{st.step:06d}")
         out_of_time = max_minutes is not None and time.time() - t_start > max_minutes * 60
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or st.step == cfg.steps or out_of_time:
             save_checkpoint(run_dir, model, opt, cfg, st, source.rng.bit_generator.state)
