@@ -8,8 +8,8 @@ Sources (all listed in ``weights/MODEL_CARD.md``):
 * the photographs among Debian's desktop wallpapers, ``plasma-workspace-wallpapers``,
   ``mate-backgrounds``, ``lomiri-wallpapers-16.04`` and ``lomiri-wallpapers-20.04`` (same
   way). They are the only sharp photographs here with natural shallow depth of field (bokeh),
-  which the network must learn to leave alone; they are downscaled to at most :data:`WALLPAPER_SIDE` pixels so that a training crop holds a scene,
-  not a patch of sky.
+  which the network must learn to leave alone; they are downscaled to at most
+  :data:`WALLPAPER_SIDE` pixels so that a training crop holds a scene, not a patch of sky.
 
 Only photographs with texture are used: logos, charts, renders of shapes, photos that are
 already blurred (``licenseplate_motion``, ``text_motion``, ``text_defocus``, ``clock_motion``)
