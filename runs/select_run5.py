@@ -33,12 +33,8 @@ CACHE = Path("runs/saphn-s.identity/selection.json")
 def measure(weights: Path | None) -> dict:
     """G, W and S of ``weights`` (None: the bundled default)."""
     d = Deblurrer(None, weights=str(weights) if weights else None, device="cpu")
-
-    def run(rgb):
-        return d.deblur_rgb(rgb.transpose(2, 0, 1).copy()).transpose(1, 2, 0)
-
-    _, val = evaluate(run, find_pairs(VAL))
-    _, near = evaluate(run, find_pairs(NEAR))
+    _, val = evaluate(d.deblur, find_pairs(VAL))  # deblur: (H, W, 3) float in [0, 1] -> same
+    _, near = evaluate(d.deblur, find_pairs(NEAR))
     return {"G": round(val.gain, 3), "W": val.worse, "S": round(near.gain, 3), "S_worse": near.worse}
 
 

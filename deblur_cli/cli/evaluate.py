@@ -64,9 +64,6 @@ def evaluate_cmd(
     err = Console(stderr=True)
     err.print(f"deblur: {opt.describe_run(d)}; {len(pairs)} pairs")
 
-    def run(rgb):  # (H, W, 3) float -> (H, W, 3) float, through tiling and padding
-        return d.deblur_rgb(rgb.transpose(2, 0, 1).copy()).transpose(1, 2, 0)
-
     table = Table(title=f"{d.model_info.get('name', model or 'model')} on {data}")
     for col in ("image", "PSNR in", "PSNR out", "gain", "SSIM in", "SSIM out", "s/img") + (("USM oracle",) if usm else ()):
         table.add_column(col, justify="left" if col == "image" else "right")
@@ -75,7 +72,7 @@ def evaluate_cmd(
             status.update(f"evaluating: {r.name} {r.psnr_in:.2f} -> {r.psnr_out:.2f} dB")
 
         try:
-            rows, s = evaluate(run, pairs, usm_baseline=usm, on_row=on_row)
+            rows, s = evaluate(d.deblur, pairs, usm_baseline=usm, on_row=on_row)
         except ValueError as exc:
             raise DeblurError(str(exc)) from None
     for r in rows:
