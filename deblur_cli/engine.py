@@ -335,6 +335,8 @@ class FileResult:
         message: the error for ``"failed"``.
         seconds: wall time spent on this file (its share of a batch).
         pixels: ``H * W`` of the image (0 unless done).
+        blur_px: with a blur gate, the estimated motion blur in pixels (else ``None``).
+        gate: with a blur gate, the share of the deblurred image kept (0: left as it was).
     """
 
     src: Path
@@ -343,6 +345,8 @@ class FileResult:
     message: str = ""
     seconds: float = 0.0
     pixels: int = 0
+    blur_px: float | None = None
+    gate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -389,11 +393,19 @@ class Deblurrer:
         bf16: bfloat16 autocast, torch backend, on a CPU with native bf16 or on CUDA.
         self_ensemble: average over this many flips/transposes of the input (1, 2, 4 or 8;
             :mod:`deblur_cli.ensemble`): a little sharper, ``self_ensemble`` times slower.
+        gate: ``(lo, hi)`` in pixels: first estimate each image's motion blur
+            (:mod:`deblur_cli.blur_extent`); below ``lo`` px return it untouched (the network
+            does not even run), from ``hi`` px deblur fully, blend in between. ``None``: always
+            deblur.
+        blur_meter: the :class:`~deblur_cli.blur_extent.BlurMeter` for ``gate`` (default: the
+            bundled one, loaded on first use).
 
     Attributes:
         backend: the backend that runs the network.
         device_description: what actually runs, e.g. ``"cpu (2 threads), torch fp32"``.
         model_info: the loader's info dict (``name``, ``source``, ``sha256``).
+        last_decisions: the gate's decisions for the images of the last call (input order;
+            empty without a gate).
 
     Example::
 
@@ -414,6 +426,8 @@ class Deblurrer:
         fp16: bool = False,
         bf16: bool = False,
         self_ensemble: int = 1,
+        gate: tuple[float, float] | None = None,
+        blur_meter: Any | None = None,
     ) -> None:
         from deblur_cli.backends import create_backend
         from deblur_cli.ensemble import check_size
@@ -428,6 +442,11 @@ class Deblurrer:
             self.self_ensemble = check_size(self_ensemble)
         except ValueError as exc:
             raise DeblurError(str(exc)) from None
+        if gate is not None and not (0 <= gate[0] <= gate[1]):
+            raise DeblurError(f"gate needs 0 <= lo <= hi pixels, got {gate}")
+        self.gate = gate
+        self._meter = blur_meter
+        self.last_decisions: list[Any] = []
         self.tile = tile
         self.tile_overlap = tile_overlap
         if isinstance(backend, str):
@@ -438,6 +457,8 @@ class Deblurrer:
         self.device_description: str = self.backend.device_description
         if self.self_ensemble > 1:
             self.device_description += f", self-ensemble x{self.self_ensemble}"
+        if self.gate is not None:
+            self.device_description += f", blur gate {self.gate[0]:g}-{self.gate[1]:g} px"
         self.model_info: dict[str, Any] = dict(getattr(self.backend, "info", {}) or {})
         self.bytes_per_pixel = estimate_bytes_per_pixel(getattr(self.backend, "config", None))
 
@@ -466,7 +487,52 @@ class Deblurrer:
         Tiny images are padded (replicate) to :data:`MIN_SIDE` and cropped back; large ones
         are tiled per :meth:`tile_for`.
         """
-        return self._run_same_size([rgb])[0]
+        outs, self.last_decisions = self._gated([rgb])
+        return outs[0]
+
+    # ---------------------------------------------------------------------------- blur gate
+
+    @property
+    def blur_meter(self) -> Any:
+        """The :class:`~deblur_cli.blur_extent.BlurMeter` of the gate (loaded on first use)."""
+        if self._meter is None:
+            from deblur_cli.blur_extent import BlurMeter
+
+            self._meter = BlurMeter()
+        return self._meter
+
+    def decide(self, rgb: np.ndarray) -> Any:
+        """The gate's :class:`~deblur_cli.blur_extent.GateDecision` for a ``(3, H, W)`` image."""
+        from deblur_cli.blur_extent import GateDecision, gate_weight
+
+        if self.gate is None:
+            raise DeblurError("no gate set")
+        extent = self.blur_meter.estimate(rgb.transpose(1, 2, 0)).extent
+        return GateDecision(extent=extent, weight=gate_weight(extent, *self.gate))
+
+    def _gated(
+        self,
+        rgbs: Sequence[np.ndarray],
+        batch_size: int | None = 1,
+        recorder: Callable[[], dict] | None = None,
+        maps_out: list[tuple[dict, int]] | None = None,
+    ) -> tuple[list[np.ndarray], list[Any]]:
+        """:meth:`_run_same_size` behind the blur gate: ``(outputs, decisions)``.
+
+        Images the gate leaves untouched skip the network, unless maps are recorded (then every
+        image runs, so that each has its maps, and the gate still decides the output)."""
+        if self.gate is None:
+            return self._run_same_size(rgbs, batch_size, recorder, maps_out), []
+        from deblur_cli.blur_extent import apply_gate
+
+        decisions = [self.decide(x) for x in rgbs]
+        run = [i for i, d in enumerate(decisions) if d.weight > 0 or recorder is not None]
+        outs: list[np.ndarray] = [np.array(x, dtype=np.float32) for x in rgbs]  # a copy: never hand back the input
+        if run:
+            ran = self._run_same_size([rgbs[i] for i in run], batch_size, recorder, maps_out)
+            for i, o in zip(run, ran, strict=True):
+                outs[i] = apply_gate(outs[i], o, decisions[i].weight)
+        return outs, decisions
 
     def _run_same_size(
         self,
@@ -582,13 +648,17 @@ class Deblurrer:
             by_size.setdefault(rgb.shape[1:], []).append(i)  # type: ignore[arg-type]
         results: list[np.ndarray | None] = [None] * len(images)
         maps: list[tuple[dict, int] | None] = [None] * len(images)
+        decisions: list[Any] = [None] * len(images)
         for idx in by_size.values():
             got: list[tuple[dict, int]] = []
-            outs = self._run_same_size([split[i][0] for i in idx], batch_size, recorder, got)
+            outs, decided = self._gated([split[i][0] for i in idx], batch_size, recorder, got)
             for k, (i, out) in enumerate(zip(idx, outs, strict=True)):
                 results[i] = merge_image(out, split[i][1], split[i][2])
                 if recorder is not None:
                     maps[i] = got[k]
+                if decided:
+                    decisions[i] = decided[k]
+        self.last_decisions = [d for d in decisions if d is not None]
         if maps_out is not None:
             maps_out.extend(m for m in maps if m is not None)
         return results  # type: ignore[return-value]
@@ -771,6 +841,7 @@ class Deblurrer:
             for item in group:  # e.g. out of memory with a batch: retry one by one
                 yield from self._flush([item], 1, quality, overwrite, None, viz, recorder)
             return
+        decided = self.last_decisions
         share = (time.perf_counter() - start) / len(group)
         for k, ((src, dst, data), out) in enumerate(zip(group, outs, strict=True)):
             t0 = time.perf_counter()
@@ -782,7 +853,9 @@ class Deblurrer:
                 yield FileResult(src, dst, "failed", str(exc), share + time.perf_counter() - t0)
                 continue
             h, w = out.shape[:2]
-            yield FileResult(src, dst, "done", "", share + time.perf_counter() - t0, h * w)
+            d = decided[k] if decided else None
+            yield FileResult(src, dst, "done", "", share + time.perf_counter() - t0, h * w,
+                             d.extent if d else None, d.weight if d else None)  # fmt: skip
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -31,6 +31,11 @@ def evaluate_cmd(
     fp16: opt.Fp16 = False,
     bf16: opt.Bf16 = False,
     self_ensemble: opt.SelfEnsemble = 1,
+    gate: Annotated[
+        str,
+        typer.Option("--gate", help="Blur gate as in `deblur image` (auto, off or LO,HI). Default off: "
+                     "the network alone, the paper's protocol.", rich_help_panel=opt.MODEL_PANEL),
+    ] = "off",
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write per-image rows and the summary as JSON here.")
     ] = None,
@@ -46,6 +51,7 @@ def evaluate_cmd(
     from rich.table import Table
 
     from deblur_cli.data.datasets import find_pairs
+    from deblur_cli.blur_extent import parse_gate
     from deblur_cli.engine import Deblurrer
     from deblur_cli.errors import DeblurError
     from deblur_cli.evaluate import evaluate
@@ -60,7 +66,8 @@ def evaluate_cmd(
         raise DeblurError(str(exc)) from None
     pairs = pairs[:limit] if limit else pairs
     d = Deblurrer(model, weights=weights, device=device, backend=backend.value, tile=tile,
-                  tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble)  # fmt: skip
+                  tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble,
+                  gate=parse_gate(gate))  # fmt: skip
     err = Console(stderr=True)
     err.print(f"deblur: {opt.describe_run(d)}; {len(pairs)} pairs")
 

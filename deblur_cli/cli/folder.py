@@ -82,6 +82,7 @@ def folder(
     fp16: opt.Fp16 = False,
     bf16: opt.Bf16 = False,
     self_ensemble: opt.SelfEnsemble = 1,
+    gate: opt.Gate = opt.DEFAULT_GATE,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -94,8 +95,10 @@ def folder(
     raw: opt.MapRaw = False,
 ) -> None:
     """Deblur all images in a folder; goes on past bad files, lists them, exits 1 if any failed."""
+    from deblur_cli.blur_extent import parse_gate
     from deblur_cli.engine import Deblurrer, folder_output_root, plan_folder
 
+    gate_px = parse_gate(gate)
     if overwrite and skip_existing:
         raise DeblurError("--overwrite and --skip-existing exclude each other")
     jobs = plan_folder(input_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
@@ -110,7 +113,7 @@ def folder(
             )
     deblurrer = Deblurrer(
         model, weights=weights, device=device, backend=backend.value, tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16,
-        self_ensemble=self_ensemble,
+        self_ensemble=self_ensemble, gate=gate_px,
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     size: int | None = batch_size if batch_size is not None else (None if batch else 1)
@@ -177,7 +180,15 @@ def _print_summary(results: list[FileResult], input_dir: Path, device: str) -> i
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("images", str(len(results)))
-    table.add_row("deblurred", str(n_done))
+    gated = [r for r in by_status["done"] if r.gate is not None]
+    if gated:
+        untouched = sum(r.gate <= 0 for r in gated)  # type: ignore[operator]
+        blended = sum(0 < r.gate < 1 for r in gated)  # type: ignore[operator]
+        table.add_row("deblurred", str(n_done - untouched - blended))
+        table.add_row("blended (blur gate)", str(blended))
+        table.add_row("left as they were (nearly sharp)", str(untouched))
+    else:
+        table.add_row("deblurred", str(n_done))
     table.add_row("skipped (existing)", str(len(by_status["skipped"])))
     table.add_row("failed", str(len(by_status["failed"])))
     table.add_row("time", f"{seconds:.1f} s")

@@ -34,6 +34,7 @@ def image(
     fp16: opt.Fp16 = False,
     bf16: opt.Bf16 = False,
     self_ensemble: opt.SelfEnsemble = 1,
+    gate: opt.Gate = opt.DEFAULT_GATE,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -50,9 +51,11 @@ def image(
     """Deblur one image; EXIF orientation, alpha, 16 bits, grayscale, ICC and EXIF are kept."""
     import time
 
+    from deblur_cli.blur_extent import parse_gate
     from deblur_cli.engine import Deblurrer, check_job
 
     dst = check_job(input, output, overwrite)  # before the (possibly slow) model load
+    gate_px = parse_gate(gate)
     maps = opt.viz_request(viz, fusion, attention, offsets, kernels, all_maps, level, block, decoder, raw, overwrite)
     deblurrer = Deblurrer(
         model,
@@ -64,10 +67,13 @@ def image(
         fp16=fp16,
         bf16=bf16,
         self_ensemble=self_ensemble,
+        gate=gate_px,
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     start = time.perf_counter()
     written = deblurrer.deblur_file(input, dst, quality=quality, overwrite=overwrite, viz=maps)  # type: ignore[arg-type]
-    typer.echo(f"wrote {written} ({time.perf_counter() - start:.1f} s)")
+    decided = deblurrer.last_decisions[0] if deblurrer.last_decisions else None
+    note = opt.gate_describe(decided.extent, decided.weight) if decided else ""
+    typer.echo(f"wrote {written} ({time.perf_counter() - start:.1f} s{'; ' + note if note else ''})")
     if viz is not None:
         typer.echo(f"wrote the maps to {viz} (contact sheet: {viz / (written.stem + '.sheet.png')})")

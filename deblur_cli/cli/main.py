@@ -45,7 +45,7 @@ def _register() -> None:
     """Import the command modules (each adds its commands to ``app``)."""
     import importlib
 
-    for name in ("image", "folder", "weights", "export", "train", "evaluate", "viz", "analyze", "bench"):
+    for name in ("image", "folder", "estimate", "weights", "export", "train", "evaluate", "viz", "analyze", "bench"):
         try:
             importlib.import_module(f"deblur_cli.cli.{name}")
         except ModuleNotFoundError as exc:  # a command module not written yet

@@ -70,6 +70,31 @@ Bf16 = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
+Gate = Annotated[
+    str,
+    typer.Option(
+        "--gate",
+        help="Blur gate: estimate each image's motion blur first and leave nearly sharp images untouched "
+        "(the network adds false detail to them). 'auto' (untouched below 4 px, fully deblurred from 6 px, "
+        "blended between), 'off' (always deblur), or 'LO,HI' in pixels.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+#: Default of ``--gate`` in ``deblur image`` / ``deblur folder``.
+DEFAULT_GATE = "auto"
+
+
+def gate_describe(blur_px: float | None, weight: float | None) -> str:
+    """One phrase for a gate decision, e.g. ``"blur 2.1 px: left as it was"``."""
+    if blur_px is None or weight is None:
+        return ""
+    if weight <= 0:
+        return f"blur {blur_px:.1f} px: left as it was"
+    if weight >= 1:
+        return f"blur {blur_px:.1f} px: deblurred"
+    return f"blur {blur_px:.1f} px: {weight:.0%} deblurred"
+
+
 SelfEnsemble = Annotated[
     int,
     typer.Option(

@@ -67,8 +67,8 @@ class SyntheticPairs:
         area = np.array([np.sqrt(p.shape[0] * p.shape[1]) for p in self.photos])
         self.prob = area / area.sum()
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """One ``(blurred, sharp)`` pair, each ``(crop, crop, 3)`` float32 in ``[0, 1]``."""
+    def random_patch(self) -> np.ndarray:
+        """A random sharp ``(crop + 2 margin)``-square patch (rescaled, flipped, rotated), float32."""
         rng = self.rng
         photo = self.photos[rng.choice(len(self.photos), p=self.prob)]
         side = self.crop + 2 * self.margin
@@ -84,7 +84,12 @@ class SyntheticPairs:
         patch = np.rot90(patch, int(rng.integers(0, 4)))
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
-        patch = np.ascontiguousarray(patch)
+        return np.ascontiguousarray(patch)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One ``(blurred, sharp)`` pair, each ``(crop, crop, 3)`` float32 in ``[0, 1]``."""
+        rng = self.rng
+        patch = self.random_patch()
         # Guarded so that defocus_prob = 0 draws no random number (the data of earlier runs).
         if self.settings.defocus_prob > 0 and rng.random() < self.settings.defocus_prob:
             patch = defocus(patch, rng, self.settings)  # the target keeps this defocus

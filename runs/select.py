@@ -1,0 +1,76 @@
+"""Apply the weight-selection rule of runs 5 and 6 (stated in their recipes before each run).
+
+For each candidate weights file: ``deblur eval``'s scoring (full images, RGB 8-bit, no blur
+gate) on the motion-blurred validation pairs (G = mean gain, W = pairs whose gain is below
+``-worse_tol`` dB) and on the nearly sharp validation pairs (S = mean gain). Eligible:
+W <= W(B) and G >= G(B) - 0.1 dB, B being the bundled weights. Score: (G + S) / 2. The eligible
+candidate with the highest score replaces B if it beats B's score by at least 0.1 dB. Held-out
+pairs are not read. Run 5 used ``--worse-tol 0``; run 6 ``--worse-tol 0.05``.
+
+Run from the repository root::
+
+    python runs/select.py --run runs/saphn-s.crop192 --worse-tol 0.05 runs/saphn-s.crop192/snapshots/*.safetensors
+
+Each candidate's per-pair gains are cached in ``RUN/selection.json`` (keyed by the file's
+sha256), so the script can be rerun as snapshots arrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from deblur_cli.data.datasets import find_pairs
+from deblur_cli.engine import Deblurrer
+from deblur_cli.evaluate import evaluate
+from deblur_cli.registry import sha256_file
+
+VAL = Path("data/photos/val-pairs")
+NEAR = Path("data/photos/val-nearsharp-pairs")
+BUNDLED = Path("weights/saphn-s.synth.safetensors")
+
+
+def measure(weights: Path | None) -> dict:
+    """Per-pair gains on both validation folders (``weights`` None: the bundled default)."""
+    d = Deblurrer(None, weights=str(weights) if weights else None, device="cpu")
+    val, _ = evaluate(d.deblur, find_pairs(VAL))  # deblur: (H, W, 3) float in [0, 1] -> same
+    near, _ = evaluate(d.deblur, find_pairs(NEAR))
+    return {"val": {r.name: round(r.gain, 4) for r in val}, "near": {r.name: round(r.gain, 4) for r in near}}
+
+
+def figures(m: dict, worse_tol: float) -> dict:
+    g, s = list(m["val"].values()), list(m["near"].values())
+    return {"G": sum(g) / len(g), "W": sum(x < -worse_tol for x in g), "S": sum(s) / len(s)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True, help="run directory (holds the cache)")
+    ap.add_argument("--worse-tol", type=float, default=0.05)
+    ap.add_argument("candidates", nargs="*", type=Path)
+    args = ap.parse_args()
+    cache_path = args.run / "selection.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    rows = {}
+    for w in [None, *args.candidates]:
+        key = sha256_file(BUNDLED if w is None else w)
+        if key not in cache or "val" not in cache[key]:
+            cache[key] = measure(w)
+            cache_path.write_text(json.dumps(cache, indent=1))
+        rows["bundled (B)" if w is None else str(w)] = figures(cache[key], args.worse_tol)
+    b = rows["bundled (B)"]
+    b_score = (b["G"] + b["S"]) / 2
+    best, best_score = "bundled (B)", b_score
+    print(f"{'candidate':62s} {'G':>6s} {'W':>3s} {'S':>6s} {'score':>6s} eligible")
+    for name, r in rows.items():
+        score = (r["G"] + r["S"]) / 2
+        eligible = r["W"] <= b["W"] and r["G"] >= b["G"] - 0.1
+        print(f"{name:62s} {r['G']:+6.2f} {r['W']:3d} {r['S']:+6.2f} {score:+6.2f} {'yes' if eligible else 'no'}")
+        if eligible and name != "bundled (B)" and score > best_score and score >= b_score + 0.1:
+            best, best_score = name, score
+    print(f"choice: {best} (score {best_score:+.2f})")
+
+
+if __name__ == "__main__":
+    main()

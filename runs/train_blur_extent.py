@@ -1,0 +1,57 @@
+"""Train the bundled blur-extent network (``weights/blur-extent.safetensors``), session 6.
+
+16,000 labelled 96 px crops from the training photographs (``data/photos/train``), 2,000 from
+the validation photographs (``data/photos/val``, never trained on) to report its error; width
+16, batch 32, 4,000 steps of Adam 1e-3 with cosine decay; one thread (SAPHN trains beside it).
+Writes the weights and ``weights/blur-extent.json`` (sha256, settings, validation error per
+extent range). Run from the repository root: ``python runs/train_blur_extent.py [--out DIR]``.
+"""
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deblur_cli.blur_extent import BUNDLED_FILE, BUNDLED_RECORD, save_blur_extent
+from deblur_cli.training.blur_extent import ExtentConfig, make_samples, predict_crops, train_extent
+
+CFG = ExtentConfig(samples=16_000, batch=32, steps=4_000, lr=1e-3, seed=0)
+BINS = [(0, 0), (0.7, 2), (2, 4), (4, 6), (6, 8), (8, 12), (12, 20), (20, 32)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("weights"))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    luma, ext = make_samples(Path("data/photos/train"), CFG, log=log)
+    vluma, vext = make_samples(Path("data/photos/val"), CFG, n=2_000, seed=1234)
+    log(f"data: {time.perf_counter() - t0:.0f} s")
+    net, history = train_extent(luma, ext, CFG, log=log)
+    pred = predict_crops(net, vluma)
+    rows = []
+    for lo, hi in BINS:
+        sel = (vext == 0) if hi == 0 else (vext >= lo) & (vext < hi)
+        p, t = pred[sel], vext[sel]
+        rows.append({"range_px": [lo, hi], "n": int(sel.sum()), "median_pred": round(float(np.median(p)), 2),
+                     "p10": round(float(np.percentile(p, 10)), 2), "p90": round(float(np.percentile(p, 90)), 2),
+                     "mae_log": round(float(np.abs(np.log1p(p) - np.log1p(t)).mean()), 3)})
+        log(f"val {lo:>4}-{hi:<4} n={rows[-1]['n']:4d} pred median {rows[-1]['median_pred']:6.2f} "
+            f"(p10 {rows[-1]['p10']:.2f}, p90 {rows[-1]['p90']:.2f}) |log err| {rows[-1]['mae_log']:.3f}")
+    minutes = (time.perf_counter() - t0) / 60
+    sha = save_blur_extent(net, args.out / BUNDLED_FILE, {"trained_on": "data/photos/train (synthetic blur)"})
+    record = {"filename": BUNDLED_FILE, "sha256": sha, "config": asdict(CFG), "minutes": round(minutes, 1),
+              "train_loss_per_100_steps": [round(h, 4) for h in history], "val_crops": rows}
+    (args.out / BUNDLED_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    log(f"wrote {args.out / BUNDLED_FILE} (sha256 {sha[:12]}...) in {minutes:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
