@@ -364,3 +364,23 @@ def test_blur_sweep_command_reports_a_missing_folder(tmp_path, capsys):
 
     assert blur_sweep.main(["--photos", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_blur_gate_scoring():
+    """``benchmarks/blur_gate.py``: "off" scores the network alone, a gate that leaves an image
+    untouched scores 0 dB for it, and "worse" counts only drops beyond the 0.05 dB tolerance."""
+    import numpy as np
+
+    import blur_gate
+
+    rng = np.random.default_rng(0)
+    sharp = rng.random((16, 16, 3)).astype(np.float32)
+    blurred = np.clip(sharp + 0.05, 0, 1).astype(np.float32)
+    worse = np.clip(sharp + 0.1, 0, 1).astype(np.float32)  # the "network" makes it worse
+    better = sharp.copy() + 0.01
+    items = [(2.0, blurred, worse, sharp), (10.0, blurred, better, sharp)]
+    res = blur_gate.score_gates(items, [(4.0, 6.0), (20.0, 30.0)])
+    assert res["off"]["worse"] == 1
+    assert res["4,6"]["worse"] == 0  # the nearly sharp one is left alone
+    assert res["20,30"]["gain"] == 0.0 and res["20,30"]["worse"] == 0  # everything left alone
+    assert res["4,6"]["gain"] > res["off"]["gain"]
