@@ -201,10 +201,11 @@ def parse_gate(text: str) -> tuple[float, float] | None:
 
 
 def bundled_path() -> Path:
-    """The bundled blur-extent weights inside the installed package."""
-    from importlib.resources import files
+    """The bundled blur-extent weights: in the installed package, or in ``weights/`` of a
+    source checkout (the same lookup as the SAPHN registry, :func:`deblur_cli.registry.weights_dir`)."""
+    from deblur_cli.registry import weights_dir
 
-    return Path(str(files("deblur_cli.weights") / BUNDLED_FILE))
+    return weights_dir() / BUNDLED_FILE
 
 
 def checked_bundled_path() -> Path:

@@ -18,7 +18,7 @@ B and every snapshot of this run. Measure each with ``deblur eval``'s scoring (f
 ``data/photos/val-nearsharp-pairs`` (S = mean gain). Eligible: W <= W(B) and G >= G(B) - 0.1 dB.
 Score: (G + S) / 2, the mean gain over all 76 validation pairs. The eligible candidate with the
 highest score replaces B if it beats B's score by at least 0.1 dB. The held-out pairs are read
-only to report the chosen weights. ``python runs/select.py --run runs/saphn-s.crop192 --worse-tol 0.05``.
+only to report the chosen weights. ``python runs/select_weights.py --run runs/saphn-s.crop192 --worse-tol 0.05``.
 
 Run from the repository root: ``python runs/recipe_saphn_s_crop192.py [--minutes M]``;
 resumes when its state exists.

@@ -143,6 +143,23 @@ def test_bundled_weights_match_their_record():
     BlurMeter()  # loads
 
 
+def test_bundled_weights_found_in_a_checkout_without_the_installed_package(monkeypatch):
+    """CI installs the project non-editable, then runs pytest from the checkout: ``deblur_cli`` is
+    imported from the working tree, where no ``deblur_cli.weights`` package exists."""
+    import importlib.resources
+
+    import deblur_cli.registry as registry
+
+    def no_package(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(registry, "files", no_package)
+    monkeypatch.setattr(importlib.resources, "files", no_package)
+    path = checked_bundled_path()
+    assert path.parent == Path(registry.__file__).resolve().parent.parent / "weights"
+    BlurMeter()  # loads from there
+
+
 def test_bundled_checksum_mismatch_is_refused(tmp_path, monkeypatch):
     import deblur_cli.blur_extent as be
 

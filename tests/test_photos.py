@@ -82,3 +82,21 @@ def test_make_pairs_blurs_validation_photos_twice_and_nearly_sharp_ones_less(tmp
 
     # Same sharp photos, much less blur (2-3 px against 9-21 px).
     assert 0 < mean_abs_diff("val-nearsharp") < mean_abs_diff("val")
+
+
+def test_fetch_deb_unpacks_into_a_folder_whose_parents_do_not_exist_yet(tmp_path, monkeypatch):
+    """A fresh clone has no data/ folder; ``dpkg -x`` creates only the last folder of its target."""
+    calls = []
+
+    def fake_run(cmd, cwd=None, check=False):
+        calls.append(cmd)
+        if cmd[:2] == ["apt-get", "download"]:
+            (Path(cwd) / f"{cmd[2]}_1.0_all.deb").write_bytes(b"")
+        else:  # dpkg -x DEB DEST, which fails like the real one when DEST's parent is missing
+            assert cmd[:2] == ["dpkg", "-x"] and Path(cmd[3]).parent.is_dir()
+            (Path(cmd[3]) / "unpacked").mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(photos.subprocess, "run", fake_run)
+    dest = tmp_path / "data" / "photos" / "_opencv-doc"
+    assert photos.fetch_deb("opencv-doc", dest) == dest
+    assert (dest / "unpacked").is_dir() and [c[0] for c in calls] == ["apt-get", "dpkg"]

@@ -106,6 +106,7 @@ def skimage_data_dir() -> Path:
 
 def fetch_deb(package: str, dest: Path) -> Path:
     """Download a Debian package with apt and unpack it (``dpkg -x``) into ``dest``; returns ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)  # dpkg -x creates the last folder only, not its parents
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["apt-get", "download", package], cwd=tmp, check=True)
         deb = glob.glob(os.path.join(tmp, f"{package}_*.deb"))[0]

@@ -9,7 +9,7 @@ pairs are not read. Run 5 used ``--worse-tol 0``; run 6 ``--worse-tol 0.05``.
 
 Run from the repository root::
 
-    python runs/select.py --run runs/saphn-s.crop192 --worse-tol 0.05 runs/saphn-s.crop192/snapshots/*.safetensors
+    python runs/select_weights.py --run runs/saphn-s.crop192 --worse-tol 0.05 runs/saphn-s.crop192/snapshots/*.safetensors
 
 Each candidate's per-pair gains are cached in ``RUN/selection.json`` (keyed by the file's
 sha256), so the script can be rerun as snapshots arrive.
