@@ -212,21 +212,29 @@ def checked_bundled_path() -> Path:
     """:func:`bundled_path`, after checking its sha256 against ``blur-extent.json`` beside it.
 
     Raises:
-        DeblurError: the file or its record is missing, or the checksum differs.
+        DeblurError: the file or its record is missing or unreadable, or the checksum differs.
     """
     import json
 
     from deblur_cli.registry import sha256_file
 
-    path = bundled_path()
+    try:
+        path = bundled_path()
+    except ModuleNotFoundError as exc:
+        raise DeblurError(f"bundled weights folder not found ({exc}); reinstall deblur-cli") from None
     record = path.with_name(BUNDLED_RECORD)
     try:
         expected = json.loads(record.read_text())["sha256"]
-    except (OSError, ValueError, KeyError) as exc:
+        if not isinstance(expected, str):
+            raise TypeError(f"sha256 is {type(expected).__name__}, not a string")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DeblurError(f"blur-extent weights record {record} unreadable: {exc}") from None
     if not path.is_file():
         raise DeblurError(f"bundled blur-extent weights missing: {path}")
-    actual = sha256_file(path)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise DeblurError(f"bundled blur-extent weights {path}: cannot read ({exc.strerror or exc})") from None
     if actual != expected:
         raise DeblurError(f"bundled blur-extent weights {path}: sha256 {actual[:12]}... differs from the recorded {expected[:12]}...")
     return path

@@ -442,9 +442,13 @@ class Deblurrer:
             self.self_ensemble = check_size(self_ensemble)
         except ValueError as exc:
             raise DeblurError(str(exc)) from None
-        if gate is not None and not (0 <= gate[0] <= gate[1]):
-            raise DeblurError(f"gate needs 0 <= lo <= hi pixels, got {gate}")
+        if gate is not None and not (math.isfinite(gate[0]) and math.isfinite(gate[1]) and 0 <= gate[0] <= gate[1]):
+            raise DeblurError(f"gate needs 0 <= lo <= hi pixels (finite), got {gate}")
         self.gate = gate
+        if gate is not None and blur_meter is None:
+            from deblur_cli.blur_extent import BlurMeter
+
+            blur_meter = BlurMeter()  # now, so that missing or damaged meter weights fail before any file is read
         self._meter = blur_meter
         self.last_decisions: list[Any] = []
         self.tile = tile
@@ -706,7 +710,8 @@ class Deblurrer:
             raise DeblurError(
                 f"{src}: out of memory on {self.device_description}; try a smaller --tile (e.g. 512)"
             ) from None
-        written = self._write(dst, out, data, quality, overwrite)
+        decision = self.last_decisions[0] if self.last_decisions else None
+        written = self._write(dst, out, data, quality, overwrite, src, decision)
         if viz is not None:
             self._write_maps(viz, maps[0], data.pixels, out, src, dst)
         return written
@@ -755,9 +760,27 @@ class Deblurrer:
             raise DeblurError(f"{dst}: the image has an alpha channel, which JPEG cannot store; use .png/.webp/.tiff")
 
     @staticmethod
-    def _write(dst: Path, pixels: np.ndarray, data: Any, quality: int | None, overwrite: bool) -> Path:
-        from deblur_cli.imageio import write_image
+    def _write(
+        dst: Path,
+        pixels: np.ndarray,
+        data: Any,
+        quality: int | None,
+        overwrite: bool,
+        src: Path | None = None,
+        decision: Any = None,
+    ) -> Path:
+        """Encode ``pixels`` to ``dst`` with ``data``'s metadata; an image the gate left as it was
+        (``decision.weight == 0``) is copied from ``src`` byte for byte when ``dst`` has the
+        input's format, so that a JPEG is not compressed a second time."""
+        from deblur_cli.imageio import atomic_write_bytes, output_format, write_image
 
+        if src is not None and decision is not None and decision.weight <= 0 and data.source_format == output_format(dst):
+            try:
+                raw = src.read_bytes()
+            except OSError:
+                pass  # gone since it was read: encode the decoded pixels instead
+            else:
+                return atomic_write_bytes(dst, raw, overwrite=overwrite)
         return write_image(
             dst, pixels, icc_profile=data.icc_profile, exif=data.exif, quality=quality, overwrite=overwrite
         )
@@ -845,15 +868,15 @@ class Deblurrer:
         share = (time.perf_counter() - start) / len(group)
         for k, ((src, dst, data), out) in enumerate(zip(group, outs, strict=True)):
             t0 = time.perf_counter()
+            d = decided[k] if decided else None
             try:
-                self._write(dst, out, data, quality, overwrite)
+                self._write(dst, out, data, quality, overwrite, src, d)
                 if viz is not None:
                     self._write_maps(viz, maps[k], data.pixels, out, src, dst)
             except DeblurError as exc:
                 yield FileResult(src, dst, "failed", str(exc), share + time.perf_counter() - t0)
                 continue
             h, w = out.shape[:2]
-            d = decided[k] if decided else None
             yield FileResult(src, dst, "done", "", share + time.perf_counter() - t0, h * w,
                              d.extent if d else None, d.weight if d else None)  # fmt: skip
 

@@ -264,8 +264,86 @@ def test_gate_results_reach_file_results(tiny_model, tmp_path):
 
 
 def test_bad_gate_is_refused(tiny_model):
-    with pytest.raises(DeblurError, match="gate"):
-        Deblurrer(tiny_model, device="cpu", gate=(5.0, 2.0))
+    for gate in [(5.0, 2.0), (-1.0, 2.0), (0.0, math.inf), (math.nan, 3.0)]:
+        with pytest.raises(DeblurError, match="gate"):
+            Deblurrer(tiny_model, device="cpu", gate=gate)
+
+
+class ShapeMeter(FixedMeter):
+    """A :class:`FixedMeter` that also records the shape of every image it measured."""
+
+    def __init__(self, extent):
+        super().__init__(lambda rgb: extent)
+        self.shapes = []
+
+    def estimate(self, rgb):
+        self.shapes.append(rgb.shape)
+        return super().estimate(rgb)
+
+
+def test_gate_measures_the_whole_image_when_tiled(tiny_model):
+    """The decision comes from the whole picture, not from each tile."""
+    meter = ShapeMeter(5.5)
+    tiled = Deblurrer(tiny_model, device="cpu", tile=32, tile_overlap=4, gate=(4.0, 7.0), blur_meter=meter)
+    img = np.random.default_rng(3).random((70, 90, 3)).astype(np.float32)
+    out = tiled.deblur(img)
+    assert meter.shapes == [(70, 90, 3)] and tiled.last_decisions[0].weight == pytest.approx(0.5)
+    plain = Deblurrer(tiny_model, device="cpu", tile=32, tile_overlap=4).deblur(img)
+    np.testing.assert_allclose(out, 0.5 * (img + plain), atol=1e-5)
+
+
+def test_gate_blends_the_self_ensemble_mean(tiny_model):
+    meter = ShapeMeter(5.5)
+    img = np.random.default_rng(4).random((40, 48, 3)).astype(np.float32)
+    gated = Deblurrer(tiny_model, device="cpu", tile=0, self_ensemble=4, gate=(4.0, 7.0), blur_meter=meter)
+    plain = Deblurrer(tiny_model, device="cpu", tile=0, self_ensemble=4).deblur(img)
+    np.testing.assert_allclose(gated.deblur(img), 0.5 * (img + plain), atol=1e-5)
+    assert len(meter.shapes) == 1  # measured once, not once per flipped copy
+
+
+def test_gate_left_as_it_was_copies_the_input_file(tiny_model, tmp_path):
+    """A JPEG left as it was is copied, not compressed a second time; in another format the
+    pixel values are kept."""
+    rng = np.random.default_rng(5)
+    src = tmp_path / "a.jpg"
+    Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(src, quality=80)
+    gated = Deblurrer(tiny_model, device="cpu", tile=0, gate=(4.0, 7.0), blur_meter=ShapeMeter(1.0))
+    gated.deblur_file(src, tmp_path / "b.jpg")
+    assert (tmp_path / "b.jpg").read_bytes() == src.read_bytes()
+    gated.deblur_file(src, tmp_path / "b.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(Image.open(src)))
+    res = list(gated.deblur_files([(src, tmp_path / "c.jpg"), (src, tmp_path / "b.jpg")], batch_size=2))
+    assert {r.dst.name: r.status for r in res} == {"c.jpg": "done", "b.jpg": "failed"}  # b.jpg exists: kept
+    assert (tmp_path / "c.jpg").read_bytes() == src.read_bytes()
+    blurred = Deblurrer(tiny_model, device="cpu", tile=0, gate=(4.0, 7.0), blur_meter=ShapeMeter(20.0))
+    blurred.deblur_file(src, tmp_path / "d.jpg")
+    assert (tmp_path / "d.jpg").read_bytes() != src.read_bytes()
+
+
+@pytest.fixture
+def damaged_meter(tmp_path, monkeypatch):
+    """The bundled meter weights replaced by a truncated copy (its record unchanged)."""
+    import deblur_cli.blur_extent as be
+
+    good = checked_bundled_path()
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    (folder / be.BUNDLED_FILE).write_bytes(good.read_bytes()[:1000])
+    (folder / be.BUNDLED_RECORD).write_text(good.with_name(be.BUNDLED_RECORD).read_text())
+    monkeypatch.setattr(be, "bundled_path", lambda: folder / be.BUNDLED_FILE)
+    return folder
+
+
+def test_damaged_meter_weights_are_one_error_before_any_file(damaged_meter, tiny_model):
+    with pytest.raises(DeblurError, match="sha256"):
+        Deblurrer(tiny_model, device="cpu", gate=DEFAULT_GATE)
+    (damaged_meter / "blur-extent.json").write_text('{"sha256": 5}')
+    with pytest.raises(DeblurError, match="record"):
+        Deblurrer(tiny_model, device="cpu", gate=DEFAULT_GATE)
+    (damaged_meter / "blur-extent.json").unlink()
+    with pytest.raises(DeblurError, match="record"):
+        Deblurrer(tiny_model, device="cpu", gate=DEFAULT_GATE)
+    Deblurrer(tiny_model, device="cpu", gate=None)  # without the gate the meter is not needed
 
 
 # ---------------------------------------------------------------------------- the commands
@@ -306,6 +384,31 @@ def test_estimate_command_lists_and_reports_bad_files(shoot, tmp_path):
     assert data["failed"][0]["file"].endswith("broken.jpg")
     r2 = _invoke("estimate", shoot / "sharp.png", "--json", out)
     assert r2.exit_code != 0 and "already exists" in str(r2.exception)
+
+
+def test_estimate_command_json_destinations(shoot, tmp_path):
+    (shoot / "broken.jpg").unlink()
+    nested = tmp_path / "new" / "dir" / "blur.json"
+    r = _invoke("estimate", shoot, "--json", nested)
+    assert r.exit_code == 0, r.output
+    first = json.loads(nested.read_text())
+    r = _invoke("estimate", shoot / "sharp.png", "--json", nested, "--overwrite", "--gate", "off")
+    assert r.exit_code == 0, r.output
+    again = json.loads(nested.read_text())
+    assert len(first["images"]) == 2 and len(again["images"]) == 1 and again["gate_px"] is None
+    assert again["images"][0]["action"] == "deblur"  # no gate: every image would be deblurred
+    r = _invoke("estimate", shoot, "--json", tmp_path)
+    assert r.exit_code != 0 and "is a directory" in str(r.exception)
+    r = _invoke("estimate", shoot, "--gate", "3")
+    assert r.exit_code != 0 and "--gate" in str(r.exception)
+
+
+def test_folder_with_damaged_meter_is_one_error(shoot, tiny_weights, tmp_path, damaged_meter):
+    r = _invoke("folder", shoot, "-o", tmp_path / "out", "--weights", tiny_weights)
+    assert r.exit_code != 0 and "sha256" in str(r.exception)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    r = _invoke("folder", shoot, "-o", tmp_path / "out2", "--weights", tiny_weights, "--gate", "off")
+    assert r.exit_code == 1 and (tmp_path / "out2" / "sharp.png").exists()  # broken.jpg fails, the rest runs
 
 
 def test_estimate_command_missing_path():

@@ -37,9 +37,12 @@ def estimate(
     from rich.table import Table
 
     from deblur_cli.blur_extent import BlurMeter, gate_weight, parse_gate
-    from deblur_cli.imageio import INPUT_EXTENSIONS, read_image
+    from deblur_cli.engine import split_image
+    from deblur_cli.imageio import INPUT_EXTENSIONS, atomic_write_bytes, read_image
 
     gate_px = parse_gate(gate)
+    if json_out is not None and json_out.is_dir():
+        raise DeblurError(f"{json_out}: is a directory; give a file name for --json")
     if json_out is not None and json_out.exists() and not overwrite:
         raise DeblurError(f"{json_out}: already exists (use --overwrite to replace it)")
     files: list[Path] = []
@@ -62,13 +65,10 @@ def estimate(
     failed: list[tuple[Path, str]] = []
     for f in files:
         try:
-            pixels = read_image(f).pixels
-        except DeblurError as exc:
+            rgb = split_image(read_image(f).pixels)[0].transpose(1, 2, 0)
+        except (DeblurError, ValueError) as exc:
             failed.append((f, str(exc)))
             continue
-        from deblur_cli.engine import split_image
-
-        rgb = split_image(pixels)[0].transpose(1, 2, 0)
         blur = meter.estimate(rgb).extent
         weight = gate_weight(blur, *gate_px) if gate_px else 1.0
         rows.append({"file": str(f), "blur_px": round(blur, 2), "gate": round(weight, 3),
@@ -86,7 +86,7 @@ def estimate(
     if json_out is not None:
         payload = {"gate_px": list(gate_px) if gate_px else None, "images": rows,
                    "failed": [{"file": str(f), "error": e} for f, e in failed]}  # fmt: skip
-        json_out.write_text(json.dumps(payload, indent=1) + "\n")
+        atomic_write_bytes(json_out, (json.dumps(payload, indent=1) + "\n").encode(), overwrite=overwrite)
         typer.echo(f"wrote {json_out}")
     if failed:
         ft = Table(title="failed")
