@@ -85,7 +85,8 @@ class BlurExtentNet(nn.Module):
 
     @staticmethod
     def pool(pred: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
-        """Confidence-weighted mean over positions *and* over the batch: ``()`` scalar."""
+        """Confidence-weighted mean over positions *and* over the batch: ``pred`` and ``logit``
+        ``(B, 1, h, w)`` (the output of :meth:`forward`) -> ``()`` scalar."""
         w = torch.softmax(logit.flatten(), dim=0)
         return (w * pred.flatten()).sum()
 
@@ -176,7 +177,9 @@ def gate_weight(extent: float, lo: float, hi: float) -> float:
 
 
 def apply_gate(blurred: np.ndarray, deblurred: np.ndarray, weight: float) -> np.ndarray:
-    """``blurred + weight * (deblurred - blurred)``; returns ``blurred`` itself (no copy) at 0."""
+    """``blurred + weight * (deblurred - blurred)``, for two arrays of the same shape (e.g.
+    ``(3, H, W)`` float32 in ``[0, 1]``); returns ``blurred`` itself (no copy) at 0 and
+    ``deblurred`` itself at 1."""
     if weight <= 0.0:
         return blurred
     if weight >= 1.0:

@@ -521,7 +521,8 @@ class Deblurrer:
         recorder: Callable[[], dict] | None = None,
         maps_out: list[tuple[dict, int]] | None = None,
     ) -> tuple[list[np.ndarray], list[Any]]:
-        """:meth:`_run_same_size` behind the blur gate: ``(outputs, decisions)``.
+        """:meth:`_run_same_size` behind the blur gate: ``(outputs, decisions)``, one ``(3, H, W)``
+        float32 output (a new array) and one decision per ``(3, H, W)`` input, in input order.
 
         Images the gate leaves untouched skip the network, unless maps are recorded (then every
         image runs, so that each has its maps, and the gate still decides the output)."""

@@ -165,7 +165,8 @@ VizDir = Annotated[
     typer.Option(
         "--viz",
         help="Also write the network's maps (fusion, attention, offsets, kernels; see `deblur viz`) for each "
-        "image into this folder, from the same pass. Needs the torch backend and an untiled pass.",
+        "image into this folder, from the same pass. Needs the torch backend and an untiled pass; "
+        "images the blur gate leaves as they were still run the network, for their maps.",
         show_default=False,
         rich_help_panel=MAPS_PANEL,
     ),
