@@ -198,8 +198,17 @@ def parse_gate(text: str) -> tuple[float, float] | None:
         lo, hi = (float(v) for v in t.split(","))
     except ValueError:
         raise DeblurError(f"--gate must be 'auto', 'off' or 'LO,HI' in pixels, got {text!r}") from None
+    return check_gate(lo, hi)
+
+
+def check_gate(lo: float, hi: float) -> tuple[float, float]:
+    """``(lo, hi)`` if they are gate thresholds (finite pixels, ``0 <= lo <= hi``).
+
+    Raises:
+        DeblurError: they are not.
+    """
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
-        raise DeblurError(f"--gate LO,HI needs 0 <= LO <= HI, got {text!r}")
+        raise DeblurError(f"--gate LO,HI needs finite 0 <= LO <= HI pixels, got {lo:g},{hi:g}")
     return lo, hi
 
 

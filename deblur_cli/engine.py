@@ -442,13 +442,13 @@ class Deblurrer:
             self.self_ensemble = check_size(self_ensemble)
         except ValueError as exc:
             raise DeblurError(str(exc)) from None
-        if gate is not None and not (math.isfinite(gate[0]) and math.isfinite(gate[1]) and 0 <= gate[0] <= gate[1]):
-            raise DeblurError(f"gate needs 0 <= lo <= hi pixels (finite), got {gate}")
-        self.gate = gate
-        if gate is not None and blur_meter is None:
-            from deblur_cli.blur_extent import BlurMeter
+        if gate is not None:
+            from deblur_cli.blur_extent import BlurMeter, check_gate
 
-            blur_meter = BlurMeter()  # now, so that missing or damaged meter weights fail before any file is read
+            gate = check_gate(*gate)
+            if blur_meter is None:
+                blur_meter = BlurMeter()  # now, so that missing or damaged meter weights fail before any file is read
+        self.gate = gate
         self._meter = blur_meter
         self.last_decisions: list[Any] = []
         self.tile = tile
