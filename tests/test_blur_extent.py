@@ -301,6 +301,23 @@ def test_gate_blends_the_self_ensemble_mean(tiny_model):
     assert len(meter.shapes) == 1  # measured once, not once per flipped copy
 
 
+@pytest.mark.slow
+def test_gate_with_the_onnx_backend(tiny_weights, tmp_path, monkeypatch):
+    """The gate sits in front of any backend: same decisions and blend with onnxruntime."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("DEBLUR_CACHE", str(tmp_path / "cache"))
+    plain = Deblurrer(None, weights=str(tiny_weights), backend="onnx", device="cpu", tile=0)
+    gated = Deblurrer(None, weights=str(tiny_weights), backend="onnx", device="cpu", tile=0,
+                      gate=(4.0, 7.0), blur_meter=_mean_meter())  # fmt: skip
+    rng = np.random.default_rng(6)
+    dark = (rng.random((40, 48, 3)) * 0.4).astype(np.float32)  # "1 px": left as it was
+    mid = (0.3 + rng.random((40, 48, 3)) * 0.2).astype(np.float32)  # "5.5 px": half blended
+    outs = gated.deblur_batch([dark, mid], batch_size=2)
+    assert [d.weight for d in gated.last_decisions] == [0.0, pytest.approx(0.5)]
+    assert np.array_equal(outs[0], dark)
+    np.testing.assert_allclose(outs[1], 0.5 * (mid + plain.deblur(mid)), atol=1e-5)
+
+
 def test_gate_left_as_it_was_copies_the_input_file(tiny_model, tmp_path):
     """A JPEG left as it was is copied, not compressed a second time; in another format the
     pixel values are kept."""
