@@ -398,7 +398,7 @@ class Deblurrer:
             does not even run), from ``hi`` px deblur fully, blend in between. ``None``: always
             deblur.
         blur_meter: the :class:`~deblur_cli.blur_extent.BlurMeter` for ``gate`` (default: the
-            bundled one, loaded on first use).
+            bundled one, loaded and checked here, so that damaged weights fail before any file).
 
     Attributes:
         backend: the backend that runs the network.
@@ -449,7 +449,7 @@ class Deblurrer:
             if blur_meter is None:
                 blur_meter = BlurMeter()  # now, so that missing or damaged meter weights fail before any file is read
         self.gate = gate
-        self._meter = blur_meter
+        self.blur_meter = blur_meter
         self.last_decisions: list[Any] = []
         self.tile = tile
         self.tile_overlap = tile_overlap
@@ -496,22 +496,13 @@ class Deblurrer:
 
     # ---------------------------------------------------------------------------- blur gate
 
-    @property
-    def blur_meter(self) -> Any:
-        """The :class:`~deblur_cli.blur_extent.BlurMeter` of the gate (loaded on first use)."""
-        if self._meter is None:
-            from deblur_cli.blur_extent import BlurMeter
-
-            self._meter = BlurMeter()
-        return self._meter
-
     def decide(self, rgb: np.ndarray) -> Any:
         """The gate's :class:`~deblur_cli.blur_extent.GateDecision` for a ``(3, H, W)`` image."""
         from deblur_cli.blur_extent import GateDecision, gate_weight
 
         if self.gate is None:
             raise DeblurError("no gate set")
-        extent = self.blur_meter.estimate(rgb.transpose(1, 2, 0)).extent
+        extent = self.blur_meter.estimate(rgb.transpose(1, 2, 0)).extent  # set with the gate in __init__
         return GateDecision(extent=extent, weight=gate_weight(extent, *self.gate))
 
     def _gated(
