@@ -5,7 +5,8 @@
   in ``benchmarks/model_cost.py``. Element-wise work (the filtering module's bilinear sampling,
   activations, softmax) is not counted, so "achieved GFLOP/s" is a lower bound on the work done.
 * **Peak**: the best of ``--peak-runs`` products of two 2048x2048 matrices with ``--threads``
-  threads, in float32 and in bfloat16 (this CPU's AVX-512 BF16 / AMX make bf16 ~4x faster).
+  threads, in float32 and in bfloat16, through ``torch.mm`` (MKL) and through oneDNN (a 1x1
+  convolution), whichever is faster on this CPU (:func:`gemm_rates`).
 * **Time**: median seconds per image, measured here exactly as ``benchmarks/latency.py`` does
   (torch fp32 and torch bf16 autocast, interleaved, warm), or read from its ``--json`` output
   with ``--latency-json`` (no model is run then).
@@ -51,23 +52,42 @@ def counted_flops(model: nn.Module, height: int, width: int) -> int:
 
 
 def matmul_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, runs: int = 10) -> float:
-    """Best GFLOP/s of ``n x n @ n x n`` products in ``dtype`` with ``threads`` threads."""
+    """Best GFLOP/s of an ``n x n @ n x n`` product in ``dtype`` with ``threads`` threads: the
+    better of the two GEMMs torch has on the CPU (see :func:`gemm_rates`)."""
+    return max(gemm_rates(threads, dtype, n, runs).values())
+
+
+def gemm_rates(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, runs: int = 10) -> dict[str, float]:
+    """Best GFLOP/s of the same ``n x n @ n x n`` product through ``torch.mm`` (MKL) and through
+    oneDNN (as a channels-last 1x1 convolution of ``n`` pixels).
+
+    Why both: the two libraries differ by up to 2.4x on some CPUs (on an AMD EPYC, MKL's fp32
+    GEMM ran at ~200 GFLOP/s and oneDNN's at ~450), and the models use both (convolutions go
+    through oneDNN, and so does the filtering module's product since session 8). A "peak" from
+    the slower one would put plain convolutions above 100 %.
+    """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         a = torch.randn(n, n).to(dtype)
         b = torch.randn(n, n).to(dtype)
         out = torch.empty(n, n, dtype=dtype)
-        for _ in range(3):
-            torch.mm(a, b, out=out)
-        best = float("inf")
-        for _ in range(runs):
-            start = time.perf_counter()
-            torch.mm(a, b, out=out)
-            best = min(best, time.perf_counter() - start)
+        image = a.view(1, 1, n, n).permute(0, 3, 1, 2)  # (1, n channels, 1, n pixels), channels-last
+        kernel = b.t().contiguous().view(n, n, 1, 1)
+        ops = {"mm": lambda: torch.mm(a, b, out=out), "onednn": lambda: torch.nn.functional.conv2d(image, kernel)}
+        rates = {}
+        for name, op in ops.items():
+            for _ in range(3):
+                op()
+            best = float("inf")
+            for _ in range(runs):
+                start = time.perf_counter()
+                op()
+                best = min(best, time.perf_counter() - start)
+            rates[name] = 2 * n**3 / best / 1e9
     finally:
         torch.set_num_threads(old)
-    return 2 * n**3 / best / 1e9
+    return rates
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,13 +126,16 @@ def main(argv: list[str] | None = None) -> None:
         times = measure(runners, torch.rand(1, 3, h, w).numpy(), args.warmup, args.runs)
 
     print(f"# efficiency: {w}x{h}, {threads} threads, {cpu_name()}, torch {torch.__version__}", file=sys.stderr)
-    peak = {"torch fp32": matmul_peak(threads, torch.float32, runs=args.peak_runs)}
+    rates = {"torch fp32": gemm_rates(threads, torch.float32, runs=args.peak_runs)}
     if "torch bf16" in backends:
-        peak["torch bf16"] = matmul_peak(threads, torch.bfloat16, runs=args.peak_runs)
+        rates["torch bf16"] = gemm_rates(threads, torch.bfloat16, runs=args.peak_runs)
+    peak = {b: max(r.values()) for b, r in rates.items()}
     print(
         "Measured matmul peak (2048x2048, "
-        + f"{threads} threads): "
-        + ", ".join(f"{b.split()[-1]} {p:.0f} GFLOP/s" for b, p in peak.items())
+        + f"{threads} threads; the better of torch.mm and oneDNN): "
+        + ", ".join(
+            f"{b.split()[-1]} {peak[b]:.0f} GFLOP/s (mm {r['mm']:.0f}, oneDNN {r['onednn']:.0f})" for b, r in rates.items()
+        )
     )
     print()
     head = ["model", "counted GFLOPs"]

@@ -119,14 +119,64 @@ def test_pdf_tap_by_tap_equals_reference(shape, k, threads, use_bias):
 
 
 @pytest.mark.parametrize("scale", [0.0, 1.0, 8.0, 1e4])
-def test_row_gather_is_zero_padded_like_grid_sample_for_any_offset(scale):
-    """Offsets far beyond the 2-px zero border (clamped positions) and exactly integer ones."""
+@pytest.mark.parametrize("onednn", [True, False])
+def test_row_gather_is_zero_padded_like_grid_sample_for_any_offset(scale, onednn, monkeypatch):
+    """Offsets far beyond the 2-px zero border (clamped positions) and exactly integer ones;
+    the product by oneDNN (a 1x1 convolution) or by torch.mm."""
+    monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", onednn)
     x, kernels, offsets, weight, bias = _pdf_inputs(2, 8, 9, 11, 3)
     offsets = torch.round(offsets * scale * 4) / 4  # quarter pixels: corners exactly on the grid too
     with torch.inference_mode():
         ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
         ours = pf._filter_by_rows(x, kernels, offsets, weight, bias)
     torch.testing.assert_close(ours, ref, atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 13, 17), (3, 40, 9, 5), (2, 32, 1, 1)])
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("onednn", [True, False])
+def test_kernel_only_row_gather_equals_reference(shape, k, use_bias, onednn, monkeypatch):
+    """saphn-a's CPU inference path (one gathered row per integer tap, then one product, by
+    oneDNN or by torch.mm) gives the straightforward form's output, zero border included,
+    channels-last or not."""
+    monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", onednn)
+    x, kernels, _, weight, bias = _pdf_inputs(*shape, k)
+    bias = bias if use_bias else None
+    with torch.inference_mode():
+        ref = pf._kernel_only_filter_reference(x, kernels, weight, bias)
+        ours = pf._kernel_only_filter(x, kernels, weight, bias)
+        ours_cl = pf._kernel_only_filter(x.contiguous(memory_format=torch.channels_last), kernels, weight, bias)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours_cl, ref, atol=1e-5, rtol=1e-5)
+    assert ours_cl.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_shift_rows_index_the_bordered_input():
+    """Row ``shift_rows[p * KK + t]`` of the bordered matrix is input pixel p moved by tap t."""
+    b, c, h, w, k = 2, 3, 4, 5, 3
+    x = torch.arange(b * c * h * w, dtype=torch.float32).reshape(b, c, h, w)
+    rows = pf._bordered_rows(x, k // 2)
+    got = rows[pf.shift_rows(b, h, w, k).long().reshape(b, h, w, k * k)]  # (B, H, W, KK, C)
+    xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for i in range(k):
+        for j in range(k):
+            want = xp[:, :, i : i + h, j : j + w].permute(0, 2, 3, 1)
+            assert torch.equal(got[:, :, :, i * k + j], want)
+
+
+def test_kernel_only_filter_path_follows_the_channel_count(monkeypatch):
+    """Like the offsets' path: the row gather for CPU inference from ROW_GATHER_MIN_CHANNELS,
+    the tap-by-tap products below it and whenever autograd records."""
+    calls = []
+    real = pf._gather_and_multiply
+    monkeypatch.setattr(pf, "_gather_and_multiply", lambda *a: calls.append("rows") or real(*a))
+    for c in (pf.ROW_GATHER_MIN_CHANNELS - 1, pf.ROW_GATHER_MIN_CHANNELS):
+        x, kernels, _, weight, bias = _pdf_inputs(1, c, 4, 5, 3)
+        with torch.inference_mode():
+            pf._kernel_only_filter(x, kernels, weight, bias)
+        pf._kernel_only_filter(x, kernels.requires_grad_(), weight, bias)
+    assert calls == ["rows"]
 
 
 def test_tap_grids_are_the_reference_grid_bit_for_bit():
@@ -179,7 +229,8 @@ def test_pdf_runs_in_float32_under_autocast():
 @pytest.mark.parametrize("name", ["saphn-tiny", "saphn-s", "saphn-a"])
 def test_whole_network_output_identical_to_reference_path(name, monkeypatch):
     """The issue's bar: every variant's output within 1e-4 of the straightforward filtering."""
-    overrides = {} if name == "saphn-tiny" else {"widths": (8, 16, 16), "attn_maps": 4}
+    # 32 channels at quarter resolution: the CPU inference paths (row gather, oneDNN products).
+    overrides = {} if name == "saphn-tiny" else {"widths": (8, 16, pf.ROW_GATHER_MIN_CHANNELS), "attn_maps": 4}
     torch.manual_seed(0)
     model = _randomize(create_model(name, **overrides))
     x = torch.rand(2, 3, 40, 56)

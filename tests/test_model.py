@@ -88,6 +88,22 @@ def test_attention_matrix_form_equals_step_by_step(cross):
     torch.testing.assert_close(nhwc, fast, atol=1e-6, rtol=1e-5)
 
 
+def test_attention_mixing_by_onednn_equals_bmm(monkeypatch):
+    """CPU inference mixes the descriptors with a 1x1 convolution per image; the batched
+    product gives the same values (three images, each with its own descriptors)."""
+    import deblur_cli.models.attention as attention
+
+    attn = EfficientAttention(16, 4)
+    x = torch.randn(3, 16, 6, 9).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert attention._onednn_mix(x) == torch.backends.mkldnn.is_available()
+        by_conv = attn(x)
+        monkeypatch.setattr(attention, "_onednn_mix", lambda x: False)
+        by_bmm = attn(x)
+    assert by_conv.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(by_conv, by_bmm, atol=1e-6, rtol=1e-5)
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest number of elements of any tensor an op produces."""
 
