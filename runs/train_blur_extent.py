@@ -5,9 +5,13 @@ the validation photographs (``data/photos/val``, never trained on) to report its
 16, batch 32, 4,000 steps of Adam 1e-3 with cosine decay; one thread (SAPHN trains beside it).
 Writes the weights and ``weights/blur-extent.json`` (sha256, settings, validation error per
 extent range). Run from the repository root: ``python runs/train_blur_extent.py [--out DIR]``.
+
+Session 8 trained a second meter with more data and steps (``--samples 40000 --batch 64
+--steps 8000 --threads 2 --out runs/blur-extent-v2``): see ``runs/blur-extent-v2/``.
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import asdict
@@ -27,14 +31,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("weights"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=CFG.samples)
+    ap.add_argument("--batch", type=int, default=CFG.batch)
+    ap.add_argument("--steps", type=int, default=CFG.steps)
+    ap.add_argument("--width", type=int, default=CFG.width)
+    ap.add_argument("--seed", type=int, default=CFG.seed)
     args = ap.parse_args()
+    cfg = dataclasses.replace(
+        CFG, samples=args.samples, batch=args.batch, steps=args.steps, width=args.width, seed=args.seed
+    )
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
-    luma, ext = make_samples(Path("data/photos/train"), CFG, log=log)
-    vluma, vext = make_samples(Path("data/photos/val"), CFG, n=2_000, seed=1234)
+    luma, ext = make_samples(Path("data/photos/train"), cfg, log=log)
+    vluma, vext = make_samples(Path("data/photos/val"), cfg, n=2_000, seed=1234)
     log(f"data: {time.perf_counter() - t0:.0f} s")
-    net, history = train_extent(luma, ext, CFG, log=log)
+    net, history = train_extent(luma, ext, cfg, log=log)
     pred = predict_crops(net, vluma)
     rows = []
     for lo, hi in BINS:
@@ -47,7 +59,7 @@ def main() -> None:
             f"(p10 {rows[-1]['p10']:.2f}, p90 {rows[-1]['p90']:.2f}) |log err| {rows[-1]['mae_log']:.3f}")
     minutes = (time.perf_counter() - t0) / 60
     sha = save_blur_extent(net, args.out / BUNDLED_FILE, {"trained_on": "data/photos/train (synthetic blur)"})
-    record = {"filename": BUNDLED_FILE, "sha256": sha, "config": asdict(CFG), "minutes": round(minutes, 1),
+    record = {"filename": BUNDLED_FILE, "sha256": sha, "config": asdict(cfg), "minutes": round(minutes, 1),
               "train_loss_per_100_steps": [round(h, 4) for h in history], "val_crops": rows}
     (args.out / BUNDLED_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     log(f"wrote {args.out / BUNDLED_FILE} (sha256 {sha[:12]}...) in {minutes:.1f} min")
