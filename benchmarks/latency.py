@@ -242,10 +242,20 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="filtering module gathers with grid_sample at every width (no embedding_bag row gather): the before",
     )
+    ap.add_argument(
+        "--no-onednn-products",
+        action="store_true",
+        help="filtering-module and attention products through torch.mm/bmm as before session 8 (not oneDNN)",
+    )
     args = ap.parse_args(argv)
     keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
     if args.grid_sample_only:
         pixel_filter.ROW_GATHER_MIN_CHANNELS = 1 << 30
+    if args.no_onednn_products:
+        from deblur_cli.models import attention
+
+        pixel_filter.GEMM_BY_ONEDNN = False
+        attention.ONEDNN_MIX = False
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         ap.error("--runs and --threads must be >= 1, --warmup >= 0")
 

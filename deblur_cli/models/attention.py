@@ -106,11 +106,16 @@ class EfficientAttention(nn.Module):
         return y.reshape(b, c, h, w)
 
 
+#: Mix the descriptors into the pixels (Eq. 9) with oneDNN on the CPU; off: ``torch.bmm``.
+ONEDNN_MIX = True
+
+
 def _onednn_mix(x: Tensor) -> bool:
     """Whether Eq. 9's mixing runs as a oneDNN 1x1 convolution: channels-last CPU inference (no
-    autograd, not while exporting to ONNX) on a build with oneDNN."""
+    autograd, not while exporting to ONNX) on a build with oneDNN, and :data:`ONEDNN_MIX` set."""
     return (
-        x.device.type == "cpu"
+        ONEDNN_MIX
+        and x.device.type == "cpu"
         and x.is_contiguous(memory_format=torch.channels_last)
         and not torch.is_grad_enabled()
         and not torch.onnx.is_in_onnx_export()
