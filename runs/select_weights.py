@@ -7,7 +7,8 @@ W <= W(B) and G >= G(B) - 0.1 dB, B being the bundled weights. Score: (G + S) / 
 candidate with the highest score replaces B if it beats B's score by at least 0.1 dB. Held-out
 pairs are not read. Run 5 used ``--worse-tol 0``; run 6 ``--worse-tol 0.05``; run 7 also
 ``--gate 4,6``: every candidate (B too) measured behind the blur gate with the bundled meter, as
-``deblur image`` runs by default.
+``deblur image`` runs by default. ``--meter FILE`` puts another blur meter behind the gate
+(session 8's meter v2, ``runs/blur-extent-v2/RULE.md``).
 
 Run from the repository root::
 
@@ -34,10 +35,15 @@ NEAR = Path("data/photos/val-nearsharp-pairs")
 BUNDLED = Path("weights/saphn-s.synth.safetensors")
 
 
-def measure(weights: Path | None, gate: tuple[float, float] | None = None) -> dict:
+def measure(weights: Path | None, gate: tuple[float, float] | None = None, meter: Path | None = None) -> dict:
     """Per-pair gains on both validation folders (``weights`` None: the bundled default), behind
-    the blur gate ``(lo, hi)`` px if given."""
-    d = Deblurrer(None, weights=str(weights) if weights else None, device="cpu", gate=gate)
+    the blur gate ``(lo, hi)`` px if given, read by the blur meter ``meter`` (None: bundled)."""
+    blur_meter = None
+    if gate is not None and meter is not None:
+        from deblur_cli.blur_extent import BlurMeter
+
+        blur_meter = BlurMeter(meter)
+    d = Deblurrer(None, weights=str(weights) if weights else None, device="cpu", gate=gate, blur_meter=blur_meter)
     val, _ = evaluate(d.deblur, find_pairs(VAL))  # deblur: (H, W, 3) float in [0, 1] -> same
     near, _ = evaluate(d.deblur, find_pairs(NEAR))
     return {"val": {r.name: round(r.gain, 4) for r in val}, "near": {r.name: round(r.gain, 4) for r in near}}
@@ -53,6 +59,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="run directory (holds the cache)")
     ap.add_argument("--worse-tol", type=float, default=0.05)
     ap.add_argument("--gate", default="off", help="'off' or 'LO,HI' px: measure behind the blur gate")
+    ap.add_argument("--meter", type=Path, help="blur-meter weights for --gate (default: the bundled meter)")
     ap.add_argument("candidates", nargs="*", type=Path)
     args = ap.parse_args()
     cache_path = args.run / "selection.json"
@@ -61,14 +68,16 @@ def main() -> None:
     gate = parse_gate(args.gate)
     for w in [None, *args.candidates]:
         key = sha256_file(BUNDLED if w is None else w) + ("" if gate is None else f"|gate={gate[0]:g},{gate[1]:g}")
+        if gate is not None and args.meter is not None:
+            key += f"|meter={sha256_file(args.meter)}"
         if key not in cache or "val" not in cache[key]:
-            cache[key] = measure(w, gate)
+            cache[key] = measure(w, gate, args.meter)
             cache_path.write_text(json.dumps(cache, indent=1))
         rows["bundled (B)" if w is None else str(w)] = figures(cache[key], args.worse_tol)
     b = rows["bundled (B)"]
     b_score = (b["G"] + b["S"]) / 2
     best, best_score = "bundled (B)", b_score
-    print("gate:", "off" if gate is None else f"{gate[0]:g}-{gate[1]:g} px")
+    print("gate:", "off" if gate is None else f"{gate[0]:g}-{gate[1]:g} px", f"meter: {args.meter or 'bundled'}")
     print(f"{'candidate':62s} {'G':>6s} {'W':>3s} {'S':>6s} {'score':>6s} eligible")
     for name, r in rows.items():
         score = (r["G"] + r["S"]) / 2

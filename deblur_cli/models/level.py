@@ -10,6 +10,7 @@ encoder block ``N-1-i``, as in a U-Net).
 
 ``stage_blocks`` (0 in every registered variant for now) adds DMPHN's plain residual blocks at
 full and half resolution, in encoder and decoder: more capacity where fine detail lives.
+``detail_blocks`` adds them to the decoder only, identity-initialised (``saphn-sd``).
 
 ``stage_skips`` (not in the paper, off in ``saphn``) adds the encoder's full- and half-
 resolution features to the decoder's: narrow CPU variants have too few channels at 1/4
@@ -49,21 +50,31 @@ class ResBlock(nn.Module):
 
 class PlainResBlock(nn.Module):
     """DMPHN's residual block ``x + conv(relu(conv(x)))``, for the full- and half-resolution
-    stages when ``stage_blocks > 0`` (``(B, C, H, W) -> (B, C, H, W)``)."""
+    stages when ``stage_blocks > 0`` or ``detail_blocks > 0`` (``(B, C, H, W) -> (B, C, H, W)``).
 
-    def __init__(self, channels: int) -> None:
+    ``identity_init``: zero the second convolution, so the block starts as the identity (how
+    ``detail_blocks`` are added to trained weights without changing their output).
+    """
+
+    def __init__(self, channels: int, identity_init: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.act = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        if identity_init:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(self.act(self.conv1(x)))
 
 
-def _stage(channels: int, count: int) -> nn.Sequential:
-    """``count`` plain residual blocks (an empty Sequential, with no parameters, for 0)."""
-    return nn.Sequential(*(PlainResBlock(channels) for _ in range(count)))
+def _stage(channels: int, count: int, identity: int = 0) -> nn.Sequential:
+    """``count`` plain residual blocks followed by ``identity`` identity-initialised ones (an
+    empty Sequential, with no parameters, for none)."""
+    blocks = [PlainResBlock(channels) for _ in range(count)]
+    blocks += [PlainResBlock(channels, identity_init=True) for _ in range(identity)]
+    return nn.Sequential(*blocks)
 
 
 class Encoder(nn.Module):
@@ -107,6 +118,8 @@ class Decoder(nn.Module):
         cross_attention: decoder blocks attend the mirrored encoder block (Table 3 "CA").
         stage_skips: add the encoder's full/half-resolution features (see module docstring).
         stage_blocks: plain residual blocks at half and at full resolution, after the additions.
+        detail_blocks: more of them, identity-initialised, after the ``stage_blocks`` (their
+            parameters are ``half_blocks.{stage_blocks + i}`` and ``full_blocks.{...}``).
         cam: keyword arguments of the blocks' content-aware modules.
     """
 
@@ -117,6 +130,7 @@ class Decoder(nn.Module):
         cross_attention: bool,
         stage_skips: bool,
         stage_blocks: int = 0,
+        detail_blocks: int = 0,
         **cam: object,
     ) -> None:
         super().__init__()
@@ -126,8 +140,8 @@ class Decoder(nn.Module):
         act = nn.ReLU(inplace=True)
         self.up1 = nn.Sequential(nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), act)
         self.up2 = nn.Sequential(nn.ConvTranspose2d(c1, c0, 4, stride=2, padding=1), act)
-        self.half_blocks = _stage(c1, stage_blocks)
-        self.full_blocks = _stage(c0, stage_blocks)
+        self.half_blocks = _stage(c1, stage_blocks, detail_blocks)
+        self.full_blocks = _stage(c0, stage_blocks, detail_blocks)
         self.head = nn.Conv2d(c0, 3, 3, padding=1)
         # Zero head: every level starts as the identity, so training begins from "output = input".
         nn.init.zeros_(self.head.weight)

@@ -55,6 +55,10 @@ class SAPHNConfig:
         stage_skips: encoder-to-decoder additions at full/half resolution (not in the paper).
         stage_blocks: DMPHN-style plain residual blocks at full and at half resolution, in
             every encoder and decoder (0: none, the quarter-resolution blocks do all the work).
+        detail_blocks: plain residual blocks at half and at full resolution in the decoders
+            only (not in the paper): capacity where the residual's fine detail is drawn, at a
+            third of ``stage_blocks``' cost. Each starts as the identity (zero second conv),
+            so weights of the same config without them can be grown into it exactly.
     """
 
     widths: tuple[int, int, int] = (32, 64, 128)
@@ -69,6 +73,7 @@ class SAPHNConfig:
     adaptive_offset: bool = True
     stage_skips: bool = False
     stage_blocks: int = 0
+    detail_blocks: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly dict (tuples become lists)."""
@@ -166,7 +171,9 @@ class SAPHN(nn.Module):
         )
         self.encoders = nn.ModuleList(Encoder(cfg.widths, cfg.blocks, cfg.stage_blocks, **cam) for _ in range(3))
         self.decoders = nn.ModuleList(
-            Decoder(cfg.widths, cfg.blocks, cfg.cross_attention, cfg.stage_skips, cfg.stage_blocks, **cam)
+            Decoder(
+                cfg.widths, cfg.blocks, cfg.cross_attention, cfg.stage_skips, cfg.stage_blocks, cfg.detail_blocks, **cam
+            )
             for _ in range(3)
         )
         c = cfg.widths[2]
