@@ -51,12 +51,6 @@ def counted_flops(model: nn.Module, height: int, width: int) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, runs: int = 10) -> float:
-    """Best GFLOP/s of an ``n x n @ n x n`` product in ``dtype`` with ``threads`` threads: the
-    better of the two GEMMs torch has on the CPU (see :func:`gemm_rates`)."""
-    return max(gemm_rates(threads, dtype, n, runs).values())
-
-
 def gemm_rates(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, runs: int = 10) -> dict[str, float]:
     """Best GFLOP/s of the same ``n x n @ n x n`` product through ``torch.mm`` (MKL) and through
     oneDNN (as a channels-last 1x1 convolution of ``n`` pixels).

@@ -18,23 +18,18 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from deblur_cli.blur_extent import BlurMeter, bundled_path
+from deblur_cli.blur_extent import BUNDLED_RECORD, BlurMeter, checked_bundled_path
+from deblur_cli.data.datasets import list_images, read_rgb
 
 NEAR = Path("data/photos/val-nearsharp-pairs/blur")
 MOTION = Path("data/photos/val-pairs/blur")
 
 
-def readings(meter: BlurMeter, folder: Path) -> dict[str, float]:
-    """Whole-image extent in px for every image of ``folder``."""
-    out = {}
-    for path in sorted(folder.iterdir()):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-        out[path.name] = round(float(meter.estimate(rgb).extent), 2)
-    return out
+def readings(meter: BlurMeter, images: dict[str, np.ndarray]) -> dict[str, float]:
+    """Whole-image extent in px for every ``(H, W, 3)`` float RGB image, by name."""
+    return {name: round(float(meter.estimate(rgb).extent), 2) for name, rgb in images.items()}
 
 
 def crop_error(record: Path) -> float:
@@ -47,14 +42,16 @@ def main() -> None:
     ap.add_argument("new", type=Path, help="the new meter's weights (its record JSON beside it)")
     ap.add_argument("--json", type=Path, help="write every reading here")
     args = ap.parse_args()
-    meters = {"bundled": bundled_path(), "new": args.new}
+    meters = {"bundled": checked_bundled_path(), "new": args.new}
+    near_images = {p.name: read_rgb(p) for p in list_images(NEAR)}  # read once, for both meters
+    motion_images = {p.name: read_rgb(p) for p in list_images(MOTION)}
     result = {}
     for label, path in meters.items():
         meter = BlurMeter(path)
-        near, motion = readings(meter, NEAR), readings(meter, MOTION)
+        near, motion = readings(meter, near_images), readings(meter, motion_images)
         near_bad = sum(v >= 4 for v in near.values())
         motion_bad = sum(v < 6 for v in motion.values())
-        err = crop_error(path.with_name("blur-extent.json"))
+        err = crop_error(path.with_name(BUNDLED_RECORD))
         result[label] = {"file": str(path), "near": near, "motion": motion, "near_misreads": near_bad,
                          "motion_misreads": motion_bad, "misreads": near_bad + motion_bad, "crop_mae_log": round(err, 4)}
         print(f"{label:8s} nearly sharp read >= 4 px: {near_bad:2d}/{len(near)}  motion read < 6 px: "

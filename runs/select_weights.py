@@ -8,7 +8,9 @@ candidate with the highest score replaces B if it beats B's score by at least 0.
 pairs are not read. Run 5 used ``--worse-tol 0``; run 6 ``--worse-tol 0.05``; run 7 also
 ``--gate 4,6``: every candidate (B too) measured behind the blur gate with the bundled meter, as
 ``deblur image`` runs by default. ``--meter FILE`` puts another blur meter behind the gate
-(session 8's meter v2, ``runs/blur-extent-v2/RULE.md``).
+(session 8's meter v2, ``runs/blur-extent-v2/RULE.md``). Gated figures are cached under the
+meter's sha256 (entries keyed ``|gate=...`` alone, from before session 8, were read by the
+meter bundled then).
 
 Run from the repository root::
 
@@ -24,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-from deblur_cli.blur_extent import parse_gate
+from deblur_cli.blur_extent import checked_bundled_path, parse_gate
 from deblur_cli.data.datasets import find_pairs
 from deblur_cli.engine import Deblurrer
 from deblur_cli.evaluate import evaluate
@@ -66,10 +68,13 @@ def main() -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     rows = {}
     gate = parse_gate(args.gate)
+    if args.meter is not None and gate is None:
+        ap.error("--meter needs --gate LO,HI (without a gate no meter is read)")
+    # Behind the gate the figures depend on the meter too, the bundled one included (it was
+    # replaced in session 8): the key names the meter's sha256 whichever meter it is.
+    suffix = "" if gate is None else f"|gate={gate[0]:g},{gate[1]:g}|meter={sha256_file(args.meter or checked_bundled_path())}"
     for w in [None, *args.candidates]:
-        key = sha256_file(BUNDLED if w is None else w) + ("" if gate is None else f"|gate={gate[0]:g},{gate[1]:g}")
-        if gate is not None and args.meter is not None:
-            key += f"|meter={sha256_file(args.meter)}"
+        key = sha256_file(BUNDLED if w is None else w) + suffix
         if key not in cache or "val" not in cache[key]:
             cache[key] = measure(w, gate, args.meter)
             cache_path.write_text(json.dumps(cache, indent=1))

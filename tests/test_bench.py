@@ -345,7 +345,8 @@ def test_efficiency_counts_flops_of_both_families():
 
     assert efficiency.counted_flops(dmphn.dmphn_124(), 32, 32) > efficiency.counted_flops(dmphn.DMPHN(levels=1), 32, 32)
     assert efficiency.counted_flops(create_model("saphn-tiny"), 32, 32) > 0
-    assert efficiency.matmul_peak(1, n=128, runs=2) > 0
+    rates = efficiency.gemm_rates(1, n=128, runs=2)
+    assert set(rates) == {"mm", "onednn"} and min(rates.values()) > 0
 
 
 def test_scaling_dimensions_are_multiples_of_8():

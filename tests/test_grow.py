@@ -32,8 +32,10 @@ def test_saphn_sd_is_saphn_s_with_decoder_detail_blocks():
 
 def test_grown_network_computes_the_same():
     torch.manual_seed(0)
-    small = randomize_zero_layers(create_model("saphn-s"), seed=1)
+    small = randomize_zero_layers(create_model("saphn-s"), seed=1).train()
     big = grow.grow_model(small, "saphn-sd")
+    assert small.training  # the caller's network keeps its mode (the check runs on a copy)
+    small.eval()
     x = torch.rand(2, 3, 40, 56)
     with torch.no_grad():
         torch.testing.assert_close(big(x), small(x), atol=1e-6, rtol=0)

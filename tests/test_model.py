@@ -129,6 +129,50 @@ def test_attention_never_forms_an_hw_by_hw_matrix():
     assert probe.largest <= 8 * hw  # the input itself; HW x HW would be 1000x larger
 
 
+class _FullSizeStorages(TorchDispatchMode):
+    """Records the distinct storages of the tensors of at least ``size`` elements that ops produce
+    (a view shares its base's storage, so reshapes are not counted again)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.storages: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.numel() >= self.size:
+                self.storages.add(t.untyped_storage().data_ptr())
+        return out
+
+
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_attention_forms_no_gated_copy_of_the_features(cross, layout):
+    """Eq. 3's gating is folded into the maps and sums that read it: the only tensor the size of
+    the features that the module writes is its output (no ``x * M1``, no ``values * M1``)."""
+    attn = EfficientAttention(16, 4)  # the maps' tensors, (B, 2 * C2, H, W), are half the features' size
+    x = torch.randn(2, 16, 24, 20).contiguous(memory_format=layout)
+    values = torch.randn(2, 16, 24, 20).contiguous(memory_format=layout) if cross else None
+    with torch.no_grad(), _FullSizeStorages(x.numel()) as probe:
+        attn(x, values)
+    inputs = {t.untyped_storage().data_ptr() for t in (x, values) if t is not None}  # their views
+    assert len(probe.storages - inputs) == 1
+
+
+def test_attention_sums_stay_in_half_precision_range():
+    """The pooled mean of Eq. 7 is scaled before it is summed: 16k pixels of value 8 sum to
+    131k, past float16's 65504, yet the module's output in float16 is finite and matches
+    float32 (the CUDA ``--fp16`` and ONNX fp16 paths compute in this precision)."""
+    attn = EfficientAttention(8, 4)
+    x = torch.full((1, 8, 128, 128), 8.0) + torch.rand(1, 8, 128, 128)
+    with torch.no_grad():
+        ref = attn(x)
+        half = attn.half()(x.half())
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), ref, atol=0.05, rtol=0.01)
+
+
 def test_attention_maps_are_distributions():
     attn = EfficientAttention(6, 3)
     maps: dict[str, torch.Tensor] = {}

@@ -11,13 +11,14 @@ aggregation whose cost is O(C * C2 * HW):
    descriptors back into every pixel (Eq. 9).
 
 In matrix form (Eq. 10): ``y_att = M2 * [(x_m1) softmax_HW(Q)^T] softmax_C2(P)``, computed
-right-to-left in the order that never forms an ``HW x HW`` matrix: the largest intermediate
-is ``(B, C, C2)``.
+in the order that never forms an ``HW x HW`` matrix: besides the output, the intermediates are
+``(B, C, C2)`` descriptors and ``C2``-channel maps. Nor is the gated ``x_m1`` of Eq. 3 formed:
+``M1`` is one scalar per pixel, so it is folded into the 1x1 maps and the sums that read it.
 
 Eq. 9 writes the last step as a global *average* over ``C2`` while Eq. 10 (the form the
 paper says it implements) has a plain sum; the two differ by the constant ``C2``. We follow
 Eq. 10: with a convex combination the output keeps the scale of the input features, which
-matters when it is fused with the filtering branch (Eq. 13). ``tests/test_attention.py``
+matters when it is fused with the filtering branch (Eq. 13). ``tests/test_model.py``
 checks Eq. 10 against a literal Eq. 3-9 implementation scaled by ``C2``.
 
 The same module serves as cross-attention (Sec. 3.1.2): the features that are *attended*
@@ -77,13 +78,31 @@ class EfficientAttention(nn.Module):
         """
         b, c, h, w = x.shape
         m1 = torch.sigmoid(self.f_m1(x) if m1_logits is None else m1_logits)  # Eq. 2, (B, 1, H, W)
-        x_m1 = x * m1  # Eq. 3
-        v_m1 = x_m1 if values is None else values * m1
-        q = torch.softmax(self.f_q(x_m1).flatten(2), dim=2)  # Eq. 4, (B, C2, HW), sums to 1 over HW
-        p = torch.softmax(self.f_p(x_m1).flatten(2), dim=1)  # Eq. 8, (B, C2, HW), sums to 1 over C2
-        m2 = torch.sigmoid(self.f_m2(x_m1.mean(dim=(2, 3), keepdim=True))).flatten(1)  # Eq. 7, (B, C)
-        # Eq. 5-6: C2 attention-weighted averages of the gated values, channel-gated by M2.
-        desc = torch.bmm(v_m1.flatten(2), q.transpose(1, 2)) * m2.unsqueeze(2)  # (B, C, C2)
+        m1_flat = m1.flatten(2)  # (B, 1, HW)
+        x_flat = x.flatten(2)  # (B, C, HW); a view, also of channels-last x
+        # Eq. 3 is folded into what reads x * M1, so the gated features (B, C, H, W) are never
+        # formed: M1 is one scalar per pixel, so a 1x1 map f(x * M1) = M1 * (W x) + bias; the
+        # pooling of Eq. 7 is x @ M1 / HW; Eq. 5's sums weight the values by Q * M1. Exact up to
+        # float rounding, and it saves two to three passes over the feature map per module.
+        w_qp = torch.cat([self.f_q.weight, self.f_p.weight])  # f_Q and f_P read x in one pass
+        qp = F.conv2d(x, w_qp).flatten(2) * m1_flat  # (B, 2*C2, HW)
+        q_logits, p_logits = qp.split(self.maps, dim=1)
+        q = torch.softmax(q_logits + self.f_q.bias[:, None], dim=2)  # Eq. 4, (B, C2, HW), sums to 1 over HW
+        p = torch.softmax(p_logits + self.f_p.bias[:, None], dim=1)  # Eq. 8, (B, C2, HW), sums to 1 over C2
+        # Eq. 5-6 and Eq. 7's pooling as products of the values with weights over the pixels:
+        # the C2 maps Q * M1 (attention-weighted sums of the gated values) and M1 / HW (the
+        # mean of x * M1; scaled before the sum so that fp16 sums stay in range). In
+        # self-attention, one product reads x once for both.
+        weights = q * m1_flat  # (B, C2, HW)
+        mean_weights = m1_flat / (h * w)  # (B, 1, HW)
+        if values is None:
+            sums = torch.bmm(x_flat, torch.cat([weights, mean_weights], dim=1).transpose(1, 2))
+            desc, pooled = sums.split([self.maps, 1], dim=2)  # (B, C, C2), (B, C, 1)
+        else:
+            desc = torch.bmm(values.flatten(2), weights.transpose(1, 2))
+            pooled = torch.bmm(x_flat, mean_weights.transpose(1, 2))
+        m2 = torch.sigmoid(self.f_m2(pooled.unsqueeze(3))).flatten(1)  # Eq. 7, (B, C)
+        desc = desc * m2.unsqueeze(2)  # Eq. 6, channel-gated descriptors (B, C, C2)
         # Eq. 8-9 (sum form of Eq. 10): every pixel mixes the C2 descriptors.
         if _onednn_mix(x):
             # CPU inference: the same product as a 1x1 convolution of the maps P by the

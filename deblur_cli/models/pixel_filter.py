@@ -232,7 +232,8 @@ def tap_corners(offsets: Tensor, kernels: Tensor, kernel_size: int) -> tuple[Ten
     p = _BORDER
     dtype, device = offsets.dtype, offsets.device
     taps = torch.arange(kernel_size, dtype=dtype, device=device) - r
-    off = offsets.reshape(b, kk, 2, h, w).permute(0, 3, 4, 1, 2)  # (B, H, W, KK, 2)
+    # (B, H, W, KK, 2); a view when the offsets are channels-last (the CPU backend's layout)
+    off = offsets.permute(0, 2, 3, 1).reshape(b, h, w, kk, 2)
     ys = torch.arange(h, dtype=dtype, device=device).reshape(1, h, 1, 1)
     xs = torch.arange(w, dtype=dtype, device=device).reshape(1, 1, w, 1)
     pos_y = (off[..., 0] + (ys + taps.repeat_interleave(kernel_size))).clamp_(-1.0, h)  # (B, H, W, KK)
@@ -246,13 +247,18 @@ def tap_corners(offsets: Tensor, kernels: Tensor, kernel_size: int) -> tuple[Ten
     step = torch.tensor([0, 1, wp, wp + 1], dtype=torch.int32, device=device)
     indices = top_left.unsqueeze(-1) + step  # (B, H, W, KK, 4)
     fy, fx = pos_y - y0, pos_x - x0  # (B, H, W, KK); gradients flow through these
-    wy = torch.stack((1.0 - fy, fy), dim=-1) * kernels.permute(0, 2, 3, 1).unsqueeze(-1)  # V folded in
-    wx = torch.stack((1.0 - fx, fx), dim=-1)
-    weights = wy.unsqueeze(-1) * wx.unsqueeze(-2)  # (B, H, W, KK, 2, 2): corners TL, TR, BL, BR
+    # The bilinear weights with V folded in, corners TL, TR, BL, BR: each product over whole
+    # (B, H, W, KK) maps, then one interleaving stack. (A broadcast outer product over (2, 1) x
+    # (1, 2) trailing dims computed the same values 2-3x slower: the kernels do not vectorise
+    # over such short dims.)
+    v = kernels.permute(0, 2, 3, 1)  # (B, H, W, KK)
+    below = fy * v
+    above = v - below
+    weights = torch.stack((above - above * fx, above * fx, below - below * fx, below * fx), dim=-1)
     return indices.reshape(-1, 4), weights.reshape(-1, 4)
 
 
-#: Taps gathered per chunk by :func:`_filter_by_rows` (elements: pixels x K*K x C). 2**20
+#: Taps gathered per chunk by :func:`_gather_and_multiply` (elements: pixels x K*K x C). 2**20
 #: (4 MB, stays in cache) was the fastest of 2**20..2**24 for ``saphn``'s 128 channels, K=5.
 ROW_CHUNK_ELEMENTS = 1 << 20
 
@@ -269,8 +275,9 @@ def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor,
     every tap of every pixel, weighted by the bilinear weights times ``V``. Gathered pixel-major,
     a chunk of pixels is a ``(pixels, K*K*C)`` matrix (an im2col of the deformed taps), and Eq. 11
     is then a single product with ``W`` as a ``(K*K*C, C_out)`` matrix: one large GEMM per
-    chunk instead of ``K*K`` thin ones (measured for ``saphn``'s 128 channels, K=5, 320x180:
-    0.26 s vs 0.31 s; the GEMM runs at 246 GFLOP/s, 73 % of this CPU's fp32 peak).
+    chunk instead of ``K*K`` thin ones (session 4, ``saphn``'s 128 channels, K=5, 320x180:
+    0.26 s vs 0.31 s; since session 8 the product runs through oneDNN, see
+    :data:`GEMM_BY_ONEDNN`: 0.20 s for the whole module there).
     Same arguments and result as :func:`pixel_dependent_filter`. The result is computed
     channels-last; it is returned as that view when ``x`` is channels-last (the CPU backend's
     layout, so no copy either way) and copied to NCHW otherwise.
@@ -309,21 +316,15 @@ def _gather_and_multiply(
     kk = k * k
     n = b * h * w
     step = max(1, ROW_CHUNK_ELEMENTS // (kk * c))
-    chunks = []
-    if _onednn_gemm(x):
+    onednn = _onednn_gemm(x)
+    if onednn:
         # The product as a 1x1 convolution over a channels-last (1, K*K*C, 1, pixels) view of the
         # chunk: oneDNN's GEMM, 2-2.4x the throughput of torch.mm (MKL) on AMD CPUs (see
         # GEMM_BY_ONEDNN); the same arithmetic, summed in another order.
         w_conv = weight.permute(0, 2, 3, 1).reshape(c_out, kk * c, 1, 1)  # input t*C + c_in
-        y = torch.empty(n, c_out, dtype=x.dtype, device=x.device)
-        for s in range(0, n, step):
-            e = min(n, s + step)
-            taps = F.embedding_bag(indices[s * kk : e * kk], rows, per_sample_weights=weights[s * kk : e * kk], mode="sum")
-            part = F.conv2d(taps.view(1, 1, e - s, kk * c).permute(0, 3, 1, 2), w_conv, bias)  # (1, C_out, 1, e-s)
-            y[s:e].view(1, 1, e - s, c_out).permute(0, 3, 1, 2).copy_(part)
-        y = y.view(b, h, w, c_out).permute(0, 3, 1, 2)
-        return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
-    w_all = weight.permute(2, 3, 1, 0).reshape(kk * c, c_out)  # row t*C + c_in = W[:, c_in, ky, kx]
+    else:
+        w_all = weight.permute(2, 3, 1, 0).reshape(kk * c, c_out)  # row t*C + c_in = W[:, c_in, ky, kx]
+    chunks = []
     out = None if torch.is_grad_enabled() else torch.empty(n, c_out, dtype=x.dtype, device=x.device)
     for s in range(0, n, step):
         e = min(n, s + step)
@@ -331,6 +332,9 @@ def _gather_and_multiply(
         taps = taps.view(e - s, kk * c)
         if out is None:  # autograd records (a direct call; the dispatcher avoids it): no out=
             chunks.append(taps @ w_all if bias is None else torch.addmm(bias, taps, w_all))
+        elif onednn:
+            part = F.conv2d(taps.view(1, 1, e - s, kk * c).permute(0, 3, 1, 2), w_conv, bias)  # (1, C_out, 1, e-s)
+            out[s:e].view(1, 1, e - s, c_out).permute(0, 3, 1, 2).copy_(part)
         elif bias is None:
             torch.mm(taps, w_all, out=out[s:e])
         else:
@@ -505,7 +509,7 @@ class PixelDependentFilter(nn.Module):
         if maps is not None and self.adaptive_kernel:  # only what the module predicts
             maps[prefix + "kernels"] = kernels
         if not self.adaptive_offset:
-            # Integer taps (Table 1 "Ours(a)"): slices of the padded input, no sampling at all.
+            # Integer taps (Table 1 "Ours(a)"): no bilinear sampling, one row or slice per tap.
             return _kernel_only_filter(x, kernels, self.weight, self.bias)
         offsets = self.max_offset * torch.tanh(raw[:, -2 * kk :])
         if maps is not None:
@@ -514,9 +518,10 @@ class PixelDependentFilter(nn.Module):
 
 
 def _kernel_only_filter(x: Tensor, kernels: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Eq. 11 with ``delta = 0``: the K*K integer shifts are slices of the zero-padded input.
+    """Eq. 11 with ``delta = 0``: the K*K integer shifts of the zero-padded input.
 
-    Tap by tap, like :func:`pixel_dependent_filter` (no sampling needed).
+    CPU inference: the row gather of the offsets' path with one row per tap
+    (:func:`shift_rows`, :func:`_gather_and_multiply`); otherwise tap by tap, each shift a slice.
 
     Args:
         x: ``(B, C, H, W)``; kernels: ``(B, K*K, H, W)``; weight: ``(C_out, C, K, K)``.

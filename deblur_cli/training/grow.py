@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def grow_model(small: SAPHN, variant: str, check_size: int = 64, atol: float = 1
     big.load_state_dict(src, strict=False)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, check_size, check_size, generator=gen)
+    reference = copy.deepcopy(small).cpu().eval()  # the caller's network keeps its device and mode
     with torch.no_grad():
-        diff = (big(x) - small.cpu().eval()(x)).abs().max().item()
+        diff = (big(x) - reference(x)).abs().max().item()
     if diff > atol:
         raise DeblurError(f"grown {variant} differs from the original by {diff:.3g} (new blocks are not the identity)")
     return big
