@@ -89,14 +89,15 @@ def test_attention_matrix_form_equals_step_by_step(cross):
 
 
 def test_attention_mixing_by_onednn_equals_bmm(monkeypatch):
-    """CPU inference mixes the descriptors with a 1x1 convolution per image; the batched
-    product gives the same values (three images, each with its own descriptors)."""
+    """CPU inference of one image mixes the descriptors with a 1x1 convolution; the batched
+    product gives the same values. Batches (levels 2 and 3's patches) take the product."""
     import deblur_cli.models.attention as attention
 
     attn = EfficientAttention(16, 4)
-    x = torch.randn(3, 16, 6, 9).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, 16, 6, 9).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         assert attention._onednn_mix(x) == torch.backends.mkldnn.is_available()
+        assert not attention._onednn_mix(torch.cat([x, x]))
         by_conv = attn(x)
         monkeypatch.setattr(attention, "_onednn_mix", lambda x: False)
         by_bmm = attn(x)
