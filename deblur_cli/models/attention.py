@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deblur_cli.models.pixel_filter import cpu_inference
+
 
 class EfficientAttention(nn.Module):
     """SAPHN's global attention branch, self- or cross-attention (Eq. 2-10).
@@ -140,10 +142,8 @@ def _onednn_mix(x: Tensor) -> bool:
     """
     return (
         ONEDNN_MIX
-        and not torch.onnx.is_in_onnx_export()  # first: the tracer must not read the batch size
-        and x.device.type == "cpu"
+        and cpu_inference(x)
         and x.is_contiguous(memory_format=torch.channels_last)
-        and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
         and x.shape[0] == 1
     )

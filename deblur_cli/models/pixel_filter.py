@@ -192,15 +192,18 @@ def _onednn_gemm(x: Tensor) -> bool:
     return GEMM_BY_ONEDNN and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()
 
 
+def cpu_inference(x: Tensor) -> bool:
+    """Whether ``x`` is being run through for CPU inference: on the CPU, no autograd recording,
+    not traced for ONNX export. The CPU-only fast paths of the filtering module and of the
+    attention are taken only then; training and export always take the plain forms. Checks the
+    export first, so that no later test of a caller makes the tracer read a size."""
+    return not torch.onnx.is_in_onnx_export() and x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
 def _rows_path(x: Tensor) -> bool:
-    """Whether Eq. 11 takes the row gather (:func:`_gather_and_multiply`): CPU inference outside
-    ONNX export, from :data:`ROW_GATHER_MIN_CHANNELS` channels. Never depends on the image."""
-    return (
-        x.device.type == "cpu"
-        and x.shape[1] >= ROW_GATHER_MIN_CHANNELS
-        and not torch.is_grad_enabled()
-        and not torch.onnx.is_in_onnx_export()
-    )
+    """Whether Eq. 11 takes the row gather (:func:`_gather_and_multiply`): :func:`cpu_inference`,
+    from :data:`ROW_GATHER_MIN_CHANNELS` channels. Never depends on the image."""
+    return cpu_inference(x) and x.shape[1] >= ROW_GATHER_MIN_CHANNELS
 
 
 #: Zero border added around the feature map before gathering: with sample positions clamped to
