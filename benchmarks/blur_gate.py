@@ -13,10 +13,16 @@ below the ungated network's and which make no more of them worse, take the one w
 mean gain over all 76 pairs. The held-out pairs and ``benchmarks/blur_sweep.py --gate`` report
 the chosen gate afterwards.
 
+``--scopes`` also scores the regional gate (``--gate-scope region``): ``region:SIGMA`` applies
+each gate per pixel to :meth:`deblur_cli.blur_extent.BlurMeter.extent_map` with a window of
+SIGMA px; its rows are keyed ``LO,HI@region:SIGMA``. Session 10's rule for it is in
+``runs/region-gate/RULE.md``.
+
 Usage::
 
     python benchmarks/blur_gate.py                                  # bundled weights, validation folders
     python benchmarks/blur_gate.py --data data/photos/heldout-pairs --gates 4,7
+    python benchmarks/blur_gate.py --gates 4,6 --scopes image,region:96,region:192,region:384
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,20 +41,30 @@ TOLERANCE_DB = 0.05
 
 
 def score_gates(
-    items: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]], gates: list[tuple[float, float]]
+    items: list[tuple[Any, ...]], gates: list[tuple[float, float]], scopes: tuple[str, ...] = ("image",)
 ) -> dict[str, dict[str, float]]:
-    """``items``: ``(extent, blurred, deblurred, sharp)`` per pair. Per gate (and ``off``): mean
-    ``gain`` and ``worse`` (pairs more than :data:`TOLERANCE_DB` below their input)."""
+    """``items``: ``(extent, blurred, deblurred, sharp)`` per pair, ``(H, W, 3)`` arrays, or
+    ``(extent, maps, blurred, deblurred, sharp)`` with ``maps`` a dict of
+    :class:`~deblur_cli.blur_extent.BlurMap` by scope (``"region:192"``). Per gate and scope
+    (and ``off``): mean ``gain`` and ``worse`` (pairs more than :data:`TOLERANCE_DB` below their
+    input). Keys: ``off``, ``LO,HI`` (whole image), ``LO,HI@SCOPE`` (regional)."""
     from deblur_cli.blur_extent import apply_gate, gate_weight
     from deblur_cli.evaluate import psnr
 
+    rows = [it if len(it) == 5 else (it[0], {}, *it[1:]) for it in items]
     out: dict[str, dict[str, float]] = {}
-    for gate in [None, *gates]:
+    for gate, scope in [(None, "image"), *((g, sc) for g in gates for sc in scopes)]:
         gains = []
-        for extent, b, d, s in items:
-            w = 1.0 if gate is None else gate_weight(extent, *gate)
-            gains.append(psnr(apply_gate(b, d, w), s) - psnr(b, s))
-        key = "off" if gate is None else f"{gate[0]:g},{gate[1]:g}"
+        for extent, maps, b, d, s in rows:
+            if gate is None:
+                gated = d
+            elif scope == "image":
+                gated = apply_gate(b, d, gate_weight(extent, *gate))
+            else:  # HWC arrays: the (H, W) map goes over the channels
+                w = maps[scope].weights(*gate)[..., None]
+                gated = b + w * (d - b)
+            gains.append(psnr(gated, s) - psnr(b, s))
+        key = "off" if gate is None else f"{gate[0]:g},{gate[1]:g}" + ("" if scope == "image" else f"@{scope}")
         out[key] = {"gain": float(np.mean(gains)), "worse": int(sum(g < -TOLERANCE_DB for g in gains))}
     return out
 
@@ -58,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meter", default=None, help="blur-extent weights (default: bundled)")
     ap.add_argument("--data", default=DEFAULT_DATA, help="comma-separated pair folders")
     ap.add_argument("--gates", default=DEFAULT_GATES, help="space-separated LO,HI pairs in pixels")
+    ap.add_argument("--scopes", default="image", help="comma-separated: image, region:SIGMA_PX")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -65,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from deblur_cli import Deblurrer
-    from deblur_cli.blur_extent import BlurMeter
+    from deblur_cli.blur_extent import TILE, BlurMap, BlurMeter, pool_regions
     from deblur_cli.data.datasets import find_pairs, read_rgb
 
     torch.set_num_threads(args.threads)
     gates = [tuple(float(v) for v in g.split(",")) for g in args.gates.split()]
+    scopes = tuple(args.scopes.split(","))
+    sigmas = {sc: float(sc.split(":")[1]) for sc in scopes if sc != "image"}
     d = Deblurrer(None, weights=args.weights, device="cpu")
     meter = BlurMeter(args.meter)
     print(f"{d.model_info.get('name')} ({str(d.model_info.get('sha256', ''))[:12]}); gates {args.gates}")
@@ -82,19 +102,25 @@ def main(argv: list[str] | None = None) -> int:
             b, s = read_rgb(pair.blur), read_rgb(pair.sharp)
             e = meter.estimate(b).extent
             extents[folder][pair.name] = round(e, 2)
-            items.append((e, b, d.deblur(b), s))
-        results[folder] = score_gates(items, gates)  # type: ignore[arg-type]
+            maps = {}
+            if sigmas:
+                est, texture = meter.tile_readings(b)  # once; pooled per window
+                for sc, sigma in sigmas.items():
+                    pooled, g = pool_regions(est, texture, sigma / TILE)
+                    maps[sc] = BlurMap(pooled, (b.shape[0], b.shape[1]), float(np.expm1(g)))
+            items.append((e, maps, b, d.deblur(b), s))
+        results[folder] = score_gates(items, gates, scopes)
         ex = np.array(list(extents[folder].values()))
         print(f"{folder}: {len(items)} pairs, estimated blur median {np.median(ex):.1f} px "
               f"(min {ex.min():.1f}, max {ex.max():.1f})")  # fmt: skip
     folders = list(results)
     head = " ".join(f"{Path(f).name + ' gain':>24s} {'worse':>5s}" for f in folders)
-    print(f"{'gate':>7s} {head} {'all':>6s}")
+    print(f"{'gate':>16s} {head} {'all':>6s}")
     for key in results[folders[0]]:
         cells = " ".join(f"{results[f][key]['gain']:+24.2f} {results[f][key]['worse']:5d}" for f in folders)
         n = [len(extents[f]) for f in folders]
         overall = sum(results[f][key]["gain"] * k for f, k in zip(folders, n)) / sum(n)
-        print(f"{key:>7s} {cells} {overall:+6.2f}")
+        print(f"{key:>16s} {cells} {overall:+6.2f}")
     if args.json is not None:
         args.json.write_text(json.dumps({"model": d.model_info, "results": results, "extents": extents}, indent=1, default=str))
     return 0

@@ -14,6 +14,7 @@ Usage::
     python benchmarks/blur_sweep.py --weights runs/x/final.safetensors --json sweep.json
     python benchmarks/blur_sweep.py --extents 0,2,4,8 --side 256 --self-ensemble 8
     python benchmarks/blur_sweep.py --gate auto        # with the blur gate of `deblur image`
+    python benchmarks/blur_sweep.py --gate auto --gate-scope region
 
 ``--photos`` defaults to the held-out photographs (``data/photos/heldout``, made by
 ``python -m deblur_cli.data.photos data/photos``); each is centre-cropped to ``--side``. The
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--self-ensemble", type=int, default=1)
     ap.add_argument("--gate", default="off", help="blur gate: off (default: the network alone), auto or LO,HI")
+    ap.add_argument("--gate-scope", default="image", choices=("image", "region"), help="as `deblur image --gate-scope`")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
 
@@ -117,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_freed_memory()
     torch.set_num_threads(args.threads)
-    d = Deblurrer(args.model, weights=args.weights, device="cpu", self_ensemble=args.self_ensemble, gate=parse_gate(args.gate))
+    d = Deblurrer(
+        args.model, weights=args.weights, device="cpu", self_ensemble=args.self_ensemble,
+        gate=parse_gate(args.gate), gate_scope=args.gate_scope,
+    )  # fmt: skip
     photos = load_photos(args.photos, args.side)
     extents = [float(e) for e in args.extents.split(",")]
     print(f"{d.model_info.get('name', args.model)} ({str(d.model_info.get('sha256', ''))[:12]}), "

@@ -19,6 +19,12 @@ left alone. So before deblurring we *measure* the blur:
 3. **Gate** (:func:`gate_weight`): ``w = clip((extent - lo) / (hi - lo), 0, 1)``; the output
    is ``input + w * (deblurred - input)``: untouched below ``lo`` px, fully deblurred from
    ``hi`` px, a blend between.
+4. **Per region** (:meth:`BlurMeter.extent_map`, session 10): the net reads *every* 96 px
+   tile on its own, and the tiles' readings are pooled under a Gaussian window, weighted by
+   their texture (:func:`pool_regions`); :meth:`BlurMap.weights` turns the map into a per-pixel
+   gate. For camera
+   shake about an off-centre point, or a sharp subject before a blurred background, one number
+   per photograph is the wrong question.
 
 Hand-made measures (edge widths along four directions, re-blur ratios) were tried first; on the
 training photographs they separated 0-3 px from 8-12 px of camera shake with an AUC of only about
@@ -28,7 +34,7 @@ training photographs they separated 0-3 px from 8-12 px of camera shake with an 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +129,83 @@ def textured_tiles(luma: np.ndarray, tiles: int, tile: int = TILE) -> np.ndarray
     return np.ascontiguousarray(grid[np.sort(keep)])
 
 
+#: Gaussian window (px, standard deviation) of the regional estimate: the best of 96, 192 and
+#: 384 px on the validation photographs, half-blurred ones included (``runs/region-gate/RULE.md``).
+REGION_SIGMA = 192.0
+#: How strongly a region leans on the photograph's own estimate: a region whose texture weight is
+#: the photograph's average keeps 1 / (1 + REGION_PRIOR) of its own reading (80 %); a flat one
+#: (a clear sky) little of it.
+REGION_PRIOR = 0.25
+#: Tiles per forward pass of the meter when mapping a whole photograph (bounds its memory).
+_MAP_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class BlurMap:
+    """Per-region motion-blur estimate of one photograph (:meth:`BlurMeter.extent_map`).
+
+    ``log_extent`` is ``(ceil(H / 96), ceil(W / 96))`` float32, ``log(1 + extent)`` per 96 px
+    tile of the ``(H, W)`` photograph (tile ``(i, j)`` covers rows ``96 i ...``), after
+    pooling; ``extent`` is the whole photograph's (px), on which flat regions lean.
+    """
+
+    log_extent: np.ndarray
+    size: tuple[int, int]
+    extent: float
+
+    def extent_px(self) -> np.ndarray:
+        """``(ceil(H / 96), ceil(W / 96))`` float32 extent in pixels."""
+        return np.maximum(np.expm1(self.log_extent), 0.0).astype(np.float32)
+
+    def weights(self, lo: float, hi: float) -> np.ndarray:
+        """The gate per pixel, :func:`gate_weight` of each tile's extent, bilinearly
+        interpolated between tile centres: ``(H, W)`` float32 in ``[0, 1]``."""
+        import cv2
+
+        if not 0 <= lo <= hi:
+            raise ValueError(f"gate needs 0 <= lo <= hi, got {lo}, {hi}")
+        e = self.extent_px()
+        w = (e >= hi).astype(np.float32) if hi == lo else np.clip((e - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        h, wd = self.size
+        up = cv2.resize(w, (w.shape[1] * TILE, w.shape[0] * TILE), interpolation=cv2.INTER_LINEAR)
+        return np.clip(up[:h, :wd], 0.0, 1.0)
+
+
+def pool_regions(
+    estimates: np.ndarray, texture: np.ndarray, sigma_tiles: float, prior: float = REGION_PRIOR
+) -> tuple[np.ndarray, float]:
+    """Texture-weighted Gaussian pooling of per-tile estimates.
+
+    ``estimates``: ``(ny, nx)`` per-tile ``log(1 + extent)``; ``texture``: ``(ny, nx)``
+    non-negative per-tile texture. Returns ``(pooled, global)``: ``(ny, nx)`` float32, and the
+    texture-weighted mean over all tiles. With ``r = texture / (texture + median texture)``
+    (0 for a flat tile, 1/2 for a typical one) and ``G`` the Gaussian window,
+    ``pooled = (G * (r e) + k global) / (G * r + k)``, ``k = prior * mean(r)``: a region
+    without texture falls back to the photograph's own estimate.
+
+    Why not the net's confidence logits, as the whole-photograph estimate uses: they are only
+    comparable *within* a softmax, and a sharp edge is far more confident (logits about 10 above)
+    than blurred ones; under a window, a sharp half of a photograph outweighs the blurred half
+    next to it (measured on half-blurred photographs, session 10).
+    """
+    import cv2
+
+    r = texture.astype(np.float64)
+    r = r / (r + max(float(np.median(r)), 1e-6))
+    e = estimates.astype(np.float64)
+    # A photograph without texture anywhere (a flat frame) has no evidence: plain mean, and the
+    # prior alone decides each region.
+    g = float((r * e).sum() / r.sum()) if r.sum() > 0 else float(e.mean())
+    if sigma_tiles <= 0:
+        return e.astype(np.float32), g
+    def window(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(a, (0, 0), sigmaX=sigma_tiles, sigmaY=sigma_tiles, borderType=cv2.BORDER_REFLECT)
+
+    k = prior * max(float(r.mean()), 1e-6)
+    pooled = (window(r * e) + k * g) / (window(r) + k)
+    return pooled.astype(np.float32), g
+
+
 @dataclass(frozen=True)
 class BlurEstimate:
     """Estimated motion-blur extent of one photograph."""
@@ -157,14 +240,73 @@ class BlurMeter:
         value = float(self.net.pool(pred, logit))
         return BlurEstimate(extent=max(0.0, math.expm1(value)), tiles=len(batch))
 
+    @torch.inference_mode()
+    def tile_readings(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every 96 px tile of an ``(H, W, 3)`` photograph read on its own: ``(estimates,
+        texture)``, each ``(ceil(H / 96), ceil(W / 96))`` float32: ``log(1 + extent)`` pooled
+        over the tile's positions by their confidences (what the net was trained to give per
+        crop), and the tile's mean absolute Laplacian.
+
+        The photograph is padded (mirrored) to whole tiles; cost grows with the pixel count
+        (about 7 kMAC per pixel)."""
+        import cv2
+
+        luma = to_luma(rgb)
+        h, w = luma.shape
+        ny, nx = -(-h // TILE), -(-w // TILE)
+        padded = np.pad(luma, ((0, ny * TILE - h), (0, nx * TILE - w)), mode="symmetric")
+        tiles = padded.reshape(ny, TILE, nx, TILE).swapaxes(1, 2).reshape(-1, TILE, TILE)
+        lap = np.abs(cv2.Laplacian(padded, cv2.CV_32F))
+        texture = lap.reshape(ny, TILE, nx, TILE).mean(axis=(1, 3))
+        estimates = []
+        for i in range(0, len(tiles), _MAP_CHUNK):
+            x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + _MAP_CHUNK]))[:, None].to(self.device)
+            pred, logit = self.net(x)
+            weights = torch.softmax(logit.flatten(1), dim=1)
+            estimates.append((weights * pred.flatten(1)).sum(dim=1).float().cpu().numpy())
+        return np.concatenate(estimates).reshape(ny, nx), texture.astype(np.float32)
+
+    def extent_map(self, rgb: np.ndarray, sigma: float = REGION_SIGMA) -> BlurMap:
+        """Per-region blur of an ``(H, W, 3)`` float RGB image in ``[0, 1]``: the per-tile
+        readings pooled under a Gaussian window of ``sigma`` px (see :func:`pool_regions`)."""
+        est, texture = self.tile_readings(rgb)
+        pooled, g = pool_regions(est, texture, sigma / TILE)
+        return BlurMap(log_extent=pooled, size=(rgb.shape[0], rgb.shape[1]), extent=max(0.0, math.expm1(g)))
+
 
 @dataclass(frozen=True)
 class GateDecision:
     """What the gate did with one image: its estimated blur and the share of the deblurred
-    image kept (0: returned untouched, without running the deblurring network)."""
+    image kept (0: returned untouched, without running the deblurring network).
+
+    With the regional gate, ``weight`` is the mean of ``weights``, the ``(H, W)`` per-pixel
+    gate, and ``extent_range`` the least and most blurred regions' estimates (px)."""
 
     extent: float
     weight: float
+    weights: np.ndarray | None = field(default=None, compare=False, repr=False)
+    extent_range: tuple[float, float] | None = None
+
+
+#: Where the gate reads the blur: one estimate per photograph, or one per region.
+GATE_SCOPES = ("image", "region")
+
+
+def decide_gate(meter: BlurMeter, rgb: np.ndarray, lo: float, hi: float, scope: str = "image") -> GateDecision:
+    """The gate's decision for an ``(H, W, 3)`` float RGB image in ``[0, 1]``.
+
+    ``scope="image"``: one :meth:`BlurMeter.estimate` and :func:`gate_weight`. ``"region"``:
+    :meth:`BlurMeter.extent_map` (window :data:`REGION_SIGMA`) and :meth:`BlurMap.weights`.
+    """
+    if scope == "image":
+        extent = meter.estimate(rgb).extent
+        return GateDecision(extent=extent, weight=gate_weight(extent, lo, hi))
+    if scope != "region":
+        raise ValueError(f"gate scope must be one of {', '.join(GATE_SCOPES)}, got {scope!r}")
+    bm = meter.extent_map(rgb)
+    w = bm.weights(lo, hi)
+    px = bm.extent_px()
+    return GateDecision(extent=bm.extent, weight=float(w.mean()), weights=w, extent_range=(float(px.min()), float(px.max())))
 
 
 def gate_weight(extent: float, lo: float, hi: float) -> float:
@@ -176,15 +318,27 @@ def gate_weight(extent: float, lo: float, hi: float) -> float:
     return float(min(1.0, max(0.0, (extent - lo) / (hi - lo))))
 
 
-def apply_gate(blurred: np.ndarray, deblurred: np.ndarray, weight: float) -> np.ndarray:
+def apply_gate(blurred: np.ndarray, deblurred: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
     """``blurred + weight * (deblurred - blurred)``, for two arrays of the same shape (e.g.
-    ``(3, H, W)`` float32 in ``[0, 1]``); returns ``blurred`` itself (no copy) at 0 and
-    ``deblurred`` itself at 1."""
-    if weight <= 0.0:
+    ``(3, H, W)`` float32 in ``[0, 1]``); ``weight`` a number or a per-pixel ``(H, W)`` map
+    (:meth:`BlurMap.weights`). Returns ``blurred`` itself (no copy) where the weight is 0
+    everywhere and ``deblurred`` itself where it is 1 everywhere."""
+    if np.ndim(weight) == 0:
+        weight = float(weight)
+        if weight <= 0.0:
+            return blurred
+        if weight >= 1.0:
+            return deblurred
+        return (blurred + weight * (deblurred - blurred)).astype(deblurred.dtype, copy=False)
+    w = np.asarray(weight, dtype=np.float32)
+    if w.shape != blurred.shape[-2:]:
+        raise ValueError(f"weight map {w.shape} does not match the image {blurred.shape}")
+    if not w.any():
         return blurred
-    if weight >= 1.0:
+    if (w >= 1.0).all():
         return deblurred
-    return (blurred + weight * (deblurred - blurred)).astype(deblurred.dtype, copy=False)
+    # (1 - w) b + w d, not b + w (d - b): exactly b where w is 0 and d where it is 1
+    return ((1.0 - w) * blurred + w * deblurred).astype(deblurred.dtype, copy=False)
 
 
 def parse_gate(text: str) -> tuple[float, float] | None:

@@ -397,6 +397,8 @@ class Deblurrer:
             (:mod:`deblur_cli.blur_extent`); below ``lo`` px return it untouched (the network
             does not even run), from ``hi`` px deblur fully, blend in between. ``None``: always
             deblur.
+        gate_scope: ``"image"`` (one estimate per image) or ``"region"`` (per region, the
+            gate applied per pixel: :meth:`~deblur_cli.blur_extent.BlurMeter.extent_map`).
         blur_meter: the :class:`~deblur_cli.blur_extent.BlurMeter` for ``gate`` (default: the
             bundled one, loaded and checked here, so that damaged weights fail before any file).
 
@@ -427,6 +429,7 @@ class Deblurrer:
         bf16: bool = False,
         self_ensemble: int = 1,
         gate: tuple[float, float] | None = None,
+        gate_scope: str = "image",
         blur_meter: Any | None = None,
     ) -> None:
         from deblur_cli.backends import create_backend
@@ -442,6 +445,10 @@ class Deblurrer:
             self.self_ensemble = check_size(self_ensemble)
         except ValueError as exc:
             raise DeblurError(str(exc)) from None
+        from deblur_cli.blur_extent import GATE_SCOPES
+
+        if gate_scope not in GATE_SCOPES:
+            raise DeblurError(f"--gate-scope must be one of {', '.join(GATE_SCOPES)}, got {gate_scope!r}")
         if gate is not None:
             from deblur_cli.blur_extent import BlurMeter, check_gate
 
@@ -449,6 +456,7 @@ class Deblurrer:
             if blur_meter is None:
                 blur_meter = BlurMeter()  # now, so that missing or damaged meter weights fail before any file is read
         self.gate = gate
+        self.gate_scope = gate_scope
         self.blur_meter = blur_meter
         self.last_decisions: list[Any] = []
         self.tile = tile
@@ -462,7 +470,9 @@ class Deblurrer:
         if self.self_ensemble > 1:
             self.device_description += f", self-ensemble x{self.self_ensemble}"
         if self.gate is not None:
-            self.device_description += f", blur gate {self.gate[0]:g}-{self.gate[1]:g} px"
+            self.device_description += f", blur gate {self.gate[0]:g}-{self.gate[1]:g} px" + (
+                " by region" if gate_scope == "region" else ""
+            )
         self.model_info: dict[str, Any] = dict(getattr(self.backend, "info", {}) or {})
         self.bytes_per_pixel = estimate_bytes_per_pixel(getattr(self.backend, "config", None))
 
@@ -498,12 +508,11 @@ class Deblurrer:
 
     def decide(self, rgb: np.ndarray) -> Any:
         """The gate's :class:`~deblur_cli.blur_extent.GateDecision` for a ``(3, H, W)`` image."""
-        from deblur_cli.blur_extent import GateDecision, gate_weight
+        from deblur_cli.blur_extent import decide_gate
 
         if self.gate is None:
             raise DeblurError("no gate set")
-        extent = self.blur_meter.estimate(rgb.transpose(1, 2, 0)).extent  # set with the gate in __init__
-        return GateDecision(extent=extent, weight=gate_weight(extent, *self.gate))
+        return decide_gate(self.blur_meter, rgb.transpose(1, 2, 0), *self.gate, scope=self.gate_scope)
 
     def _gated(
         self,
@@ -527,7 +536,8 @@ class Deblurrer:
         if run:
             ran = self._run_same_size([rgbs[i] for i in run], batch_size, recorder, maps_out)
             for i, o in zip(run, ran, strict=True):
-                outs[i] = apply_gate(outs[i], o, decisions[i].weight)
+                d = decisions[i]
+                outs[i] = apply_gate(outs[i], o, d.weight if d.weights is None else d.weights)
         return outs, decisions
 
     def _run_same_size(

@@ -793,6 +793,32 @@ def contact_sheet(
     return sheet
 
 
+def blur_map_panel(image: np.ndarray, extent_px: np.ndarray, gate: tuple[float, float] | None, vmax: float = 20.0) -> np.ndarray:
+    """The regional blur estimate over a photograph: ``image`` ``(H, W, 3)`` (any dtype
+    :func:`as_rgb8` takes), ``extent_px`` ``(H, W)`` float (pixels of motion blur, e.g.
+    :meth:`deblur_cli.blur_extent.BlurMap.extent_px` upsampled). Colours run from 0 to ``vmax`` px
+    (magma); with a ``gate`` ``(lo, hi)`` its thresholds are drawn as contour lines (white:
+    ``lo``, below which the photograph is left as it was; black: ``hi``, from which it is fully
+    deblurred) and marked on the colour bar. Returns an ``(H, W + legend, 3)`` uint8 RGB panel."""
+    rgb = as_rgb8(image)
+    h, w = rgb.shape[:2]
+    if extent_px.shape != (h, w):
+        raise ValueError(f"blur map {extent_px.shape} does not match the image {(h, w)}")
+    out = overlay(rgb, colorize(extent_px.astype(np.float32), "magma", 0.0, vmax))
+    ticks = [(0.0, "0 px"), (1.0, f"{vmax:g} px")]
+    if gate is not None:
+        for level, colour in zip(gate, ((255, 255, 255), (0, 0, 0))):
+            # replicated by a pixel and shifted back: the image's own edges are not drawn as contours
+            mask = cv2.copyMakeBorder((extent_px >= level).astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+            contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE, offset=(-1, -1))
+            cv2.drawContours(out, contours, -1, colour, max(1, round(max(h, w) / 400)))
+        ticks = [(gate[0] / vmax, f"{gate[0]:g} px: left"), (gate[1] / vmax, f"{gate[1]:g} px: deblurred"), *ticks]
+    legend = colorbar(h, "magma", ticks)
+    if legend.shape[0] > h:  # a short image: pad it to the legend's height
+        out = np.concatenate([out, np.full((legend.shape[0] - h, w, 3), 255, np.uint8)])
+    return np.concatenate([out, legend], axis=1)
+
+
 # -------------------------------------------------------------------------------------- writing
 
 

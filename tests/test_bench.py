@@ -396,10 +396,9 @@ def _sweep_photos():
 
 def test_blur_sweep_rows():
     """Identity: zero gain, unchanged sharp row (inf); blurring more: negative gains, counted."""
+    import blur_sweep
     import cv2
     import numpy as np
-
-    import blur_sweep
 
     photos = _sweep_photos()
     rows = blur_sweep.sweep(lambda x: x, photos, [0.0, 4.0, 9.0], kinds=("linear", "shake"))
@@ -421,9 +420,8 @@ def test_blur_sweep_command_reports_a_missing_folder(tmp_path, capsys):
 def test_blur_gate_scoring():
     """``benchmarks/blur_gate.py``: "off" scores the network alone, a gate that leaves an image
     untouched scores 0 dB for it, and "worse" counts only drops beyond the 0.05 dB tolerance."""
-    import numpy as np
-
     import blur_gate
+    import numpy as np
 
     rng = np.random.default_rng(0)
     sharp = rng.random((16, 16, 3)).astype(np.float32)
@@ -436,3 +434,24 @@ def test_blur_gate_scoring():
     assert res["4,6"]["worse"] == 0  # the nearly sharp one is left alone
     assert res["20,30"]["gain"] == 0.0 and res["20,30"]["worse"] == 0  # everything left alone
     assert res["4,6"]["gain"] > res["off"]["gain"]
+
+
+def test_blur_gate_scoring_by_region():
+    """A regional map that says "left sharp, right blurred" scores each half on its own: the
+    network's damage on the left is avoided and its gain on the right kept."""
+    import blur_gate
+    import numpy as np
+
+    from deblur_cli.blur_extent import TILE, BlurMap
+
+    rng = np.random.default_rng(1)
+    sharp = rng.random((TILE, 4 * TILE, 3)).astype(np.float32)
+    blurred = np.clip(sharp + 0.05, 0, 1).astype(np.float32)
+    out = sharp.copy()
+    out[:, :TILE] = np.clip(sharp[:, :TILE] + 0.2, 0, 1)  # the network ruins the (sharp) left end
+    log_e = np.log1p(np.array([[0.0, 0.0, 20.0, 20.0]], np.float32))
+    maps = {"region:96": BlurMap(log_e, (TILE, 4 * TILE), 3.0)}
+    res = blur_gate.score_gates([(3.0, maps, blurred, out, sharp)], [(4.0, 6.0)], ("image", "region:96"))
+    assert set(res) == {"off", "4,6", "4,6@region:96"}
+    assert res["4,6"]["gain"] == 0.0  # 3 px for the whole picture: left as it was
+    assert res["off"]["gain"] < 0 < res["4,6@region:96"]["gain"]

@@ -451,3 +451,178 @@ def test_folder_command_counts_gated_images(shoot, tiny_weights, tmp_path):
     assert r.exit_code == 0, r.output
     assert "left as they were" in r.output
     assert (tmp_path / "out" / "sharp.png").exists() and (tmp_path / "out" / "blurred.png").exists()
+
+
+# ------------------------------------------------------------------------------ regional gate
+
+
+def test_pool_regions_keeps_regions_apart_and_fills_flat_ones():
+    from deblur_cli.blur_extent import pool_regions
+
+    est = np.zeros((6, 12), np.float32)
+    est[:, 6:] = math.log1p(20.0)  # right half: 20 px
+    texture = np.ones((6, 12), np.float32)
+    pooled, g = pool_regions(est, texture, sigma_tiles=1.0)
+    px = np.expm1(pooled)
+    assert px[:, :3].max() < 2.0 and px[:, 9:].min() > 12.0  # far from the seam each side keeps its own
+    assert g == pytest.approx(math.log1p(20.0) / 2, rel=1e-6)
+    raw, _ = pool_regions(est, texture, sigma_tiles=0.0)
+    np.testing.assert_array_equal(raw, est)
+    texture[:, 6:] = 0.0  # the blurred half is flat: no evidence there, it leans on its neighbours / the whole
+    pooled, g = pool_regions(est, texture, sigma_tiles=1.0)
+    assert g == pytest.approx(0.0, abs=1e-9) and np.expm1(pooled).max() < 1e-6
+
+
+def test_blur_map_weights_per_pixel():
+    from deblur_cli.blur_extent import BlurMap
+
+    log_e = np.log1p(np.array([[0.0, 0.0, 20.0, 20.0]], np.float32))
+    bm = BlurMap(log_extent=log_e, size=(90, 4 * TILE - 10), extent=5.0)
+    w = bm.weights(4.0, 6.0)
+    assert w.shape == (90, 4 * TILE - 10) and w.dtype == np.float32
+    assert w.min() == 0.0 and w.max() == 1.0
+    assert (w[:, : TILE + TILE // 2] == 0).all() and (w[:, 2 * TILE + TILE // 2 :] == 1).all()
+    mid = w[0, TILE + TILE // 2 : 2 * TILE + TILE // 2]
+    assert (np.diff(mid) >= 0).all()  # a ramp between the tile centres
+    np.testing.assert_array_equal(bm.weights(5.0, 5.0), w)  # tiles at 0 or 20 px: any gate between gives 0/1 per tile
+    np.testing.assert_array_equal(bm.weights(30.0, 40.0), np.zeros_like(w))
+    with pytest.raises(ValueError):
+        bm.weights(6.0, 4.0)
+
+
+def test_apply_gate_with_a_map():
+    rng = np.random.default_rng(0)
+    b, d = rng.random((3, 5, 7)).astype(np.float32), rng.random((3, 5, 7)).astype(np.float32)
+    assert apply_gate(b, d, np.zeros((5, 7), np.float32)) is b
+    assert apply_gate(b, d, np.ones((5, 7), np.float32)) is d
+    w = np.zeros((5, 7), np.float32)
+    w[:, 4:] = 1.0
+    w[:, 3] = 0.25
+    out = apply_gate(b, d, w)
+    np.testing.assert_array_equal(out[:, :, :3], b[:, :, :3])
+    np.testing.assert_array_equal(out[:, :, 4:], d[:, :, 4:])
+    np.testing.assert_allclose(out[:, :, 3], b[:, :, 3] + 0.25 * (d[:, :, 3] - b[:, :, 3]), rtol=1e-6)
+    with pytest.raises(ValueError, match="weight map"):
+        apply_gate(b, d, np.ones((7, 5), np.float32))
+
+
+def test_tile_readings_cover_any_size(small_meter_file):
+    meter = BlurMeter(small_meter_file)
+    for h, w in [(100, 250), (96, 96), (20, 300), (1, 1)]:
+        est, texture = meter.tile_readings(np.random.default_rng(0).random((h, w, 3)).astype(np.float32))
+        assert est.shape == texture.shape == (-(-h // TILE), -(-w // TILE))
+        assert np.isfinite(est).all() and (texture >= 0).all()
+        bm = meter.extent_map(np.zeros((h, w, 3), np.float32))  # flat: no texture anywhere
+        assert bm.weights(4.0, 6.0).shape == (h, w) and np.isfinite(bm.log_extent).all()
+
+
+def test_bundled_meter_maps_a_half_blurred_picture():
+    """The regional estimate of a picture blurred on its right half only: the right reads above
+    the gate, the left below it (the whole-picture estimate can only say one of the two)."""
+    from deblur_cli.data.synthetic import BlurSettings, degrade, quantize
+
+    sharp = np.concatenate([_texture(0, size=384), _texture(1, size=384)], axis=1)  # 384 x 768: 4 x 8 tiles
+    blurred = quantize(degrade(sharp, np.random.default_rng(0), BlurSettings(), kind="linear", extent=15.0))
+    half = sharp.copy()
+    half[:, 384:] = blurred[:, 384:]
+    meter = BlurMeter()
+    raw = np.expm1(meter.tile_readings(half)[0])
+    assert raw[:, :4].max() < DEFAULT_GATE[0] and raw[:, 4:].min() > DEFAULT_GATE[1], raw  # each tile on its own
+    bm = meter.extent_map(half)  # pooled under the window: the step is smoothed, the sides stay apart
+    px = bm.extent_px()
+    assert px.shape == (4, 8)
+    assert px[:, :2].max() < DEFAULT_GATE[0] and px[:, -2:].min() > DEFAULT_GATE[1], px
+    w = bm.weights(*DEFAULT_GATE)
+    assert w[:, :96].max() == 0.0 and w[:, -96:].min() == 1.0
+
+
+class MapMeter(FixedMeter):
+    """A stand-in meter whose regional map says: left half sharp (0 px), right half 20 px."""
+
+    def __init__(self):
+        super().__init__(lambda rgb: 1.0)
+        self.maps = 0
+
+    def extent_map(self, rgb):
+        from deblur_cli.blur_extent import BlurMap
+
+        self.maps += 1
+        ny, nx = -(-rgb.shape[0] // TILE), -(-rgb.shape[1] // TILE)
+        log_e = np.zeros((ny, nx), np.float32)
+        log_e[:, nx // 2 :] = math.log1p(20.0)
+        return BlurMap(log_extent=log_e, size=rgb.shape[:2], extent=3.0)
+
+
+def test_regional_gate_in_the_engine(tiny_model):
+    meter = MapMeter()
+    gated = Deblurrer(tiny_model, device="cpu", tile=0, gate=(4.0, 6.0), gate_scope="region", blur_meter=meter)
+    assert "by region" in gated.device_description
+    plain = Deblurrer(tiny_model, device="cpu", tile=0)
+    img = np.random.default_rng(5).random((100, 4 * TILE, 3)).astype(np.float32)
+    out, ref = gated.deblur(img), plain.deblur(img)
+    assert meter.maps == 1 and meter.calls == 0  # the map, not the whole-image estimate
+    d = gated.last_decisions[0]
+    assert d.weights is not None and d.weights.shape == (100, 4 * TILE)
+    assert d.extent == 3.0 and d.extent_range == (0.0, pytest.approx(20.0))
+    assert 0.0 < d.weight < 1.0 and d.weight == pytest.approx(float(d.weights.mean()))
+    np.testing.assert_array_equal(out[:, : TILE + TILE // 2], img[:, : TILE + TILE // 2])  # sharp side untouched
+    np.testing.assert_allclose(out[:, -TILE:], ref[:, -TILE:], atol=1e-6)  # blurred side deblurred
+    with pytest.raises(DeblurError, match="gate-scope"):
+        Deblurrer(tiny_model, device="cpu", gate=(4.0, 6.0), gate_scope="tile")
+
+
+def test_image_command_regional_gate(shoot, tiny_weights, tmp_path):
+    r = _invoke("image", shoot / "blurred.png", "-o", tmp_path / "b.png", "--weights", tiny_weights, "--gate-scope", "region")
+    assert r.exit_code == 0, r.output
+    assert "px by region" in r.output
+    r = _invoke("image", shoot / "blurred.png", "-o", tmp_path / "c.png", "--gate-scope", "everywhere")
+    assert r.exit_code != 0 and not (tmp_path / "c.png").exists()
+
+
+def test_half_blurred_set(tmp_path):
+    from deblur_cli.data.datasets import make_half_blurred_set, read_rgb
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray((_texture(1, size=128) * 255).astype(np.uint8)).save(photos / "discs.png")
+    pairs = make_half_blurred_set(photos, tmp_path / "half", max_side=128)
+    assert sorted(p.name for p in pairs) == ["discs_halflinear.png", "discs_halfshake.png"]
+    for p in pairs:
+        b, s = read_rgb(p.blur), read_rgb(p.sharp)
+        assert np.abs(b[:, :40] - s[:, :40]).max() <= 1 / 255 + 1e-6  # left: sharp
+        assert np.abs(b[:, -40:] - s[:, -40:]).mean() > 0.02  # right: blurred
+
+
+def test_estimate_command_by_region_with_maps(shoot, tmp_path):
+    (shoot / "broken.jpg").unlink()
+    out, maps = tmp_path / "blur.json", tmp_path / "maps"
+    r = _invoke("estimate", shoot, "--gate-scope", "region", "--maps", maps, "--json", out)
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    by = {Path(i["file"]).name: i for i in data["images"]}
+    lo, hi = by["blurred.png"]["blur_range_px"]
+    assert lo <= by["blurred.png"]["blur_px"] <= hi and by["blurred.png"]["action"].endswith("by region")
+    assert by["sharp.png"]["action"] == "leave as is by region"
+    panel = np.asarray(Image.open(maps / "blurred.blur.png"))
+    assert panel.shape[0] == 256 and panel.shape[1] > 256  # the picture and its colour bar
+    r = _invoke("estimate", shoot, "--maps", maps)
+    assert r.exit_code != 0 and "already exist" in str(r.exception)
+    r = _invoke("estimate", shoot, "--maps", maps, "--overwrite")
+    assert r.exit_code == 0, r.output
+
+
+def test_blur_map_panel_draws_the_gate_lines():
+    from deblur_cli.viz import blur_map_panel
+
+    img = np.full((120, 200, 3), 0.5, np.float32)
+    px = np.tile(np.linspace(0.0, 19.9, 200, dtype=np.float32), (120, 1))  # 4 px at column 40, 6 px at 60
+    panel = blur_map_panel(img, px, (4.0, 6.0))
+    assert panel.shape[0] == 120 and panel.shape[1] > 200
+    inner = panel[5:-5, :200]
+    white, black = (inner == 255).all(axis=2), (inner == 0).all(axis=2)
+    assert white[:, 36:45].any(axis=1).all() and black[:, 56:65].any(axis=1).all()  # the two gate lines
+    assert not white[:, 45:].any() and not black[:, 65:].any()  # and no line along the image's own edges
+    plain = blur_map_panel(img, px, None)
+    assert not (plain[5:-5, 5:195] == 255).all(axis=2).any()
+    with pytest.raises(ValueError, match="does not match"):
+        blur_map_panel(img, px[:, :10], None)

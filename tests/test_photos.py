@@ -71,7 +71,8 @@ def test_make_pairs_blurs_validation_photos_twice_and_nearly_sharp_ones_less(tmp
     out = tmp_path / "out"
     counts = photos.build(out, ocv, wall)
     made = photos.make_pairs(out)
-    assert made == {"heldout": 2 * counts["heldout"], "val": 2 * counts["val"], "val-nearsharp": 2 * counts["val"]}
+    assert made == {"heldout": 2 * counts["heldout"], "val": 2 * counts["val"], "val-nearsharp": 2 * counts["val"],
+                    "val-half": 2 * counts["val"], "heldout-half": 2 * counts["heldout"]}  # fmt: skip
 
     def mean_abs_diff(name: str) -> float:
         d = [

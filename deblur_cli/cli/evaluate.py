@@ -36,6 +36,7 @@ def evaluate_cmd(
         typer.Option("--gate", help="Blur gate as in `deblur image` (auto, off or LO,HI). Default off: "
                      "the network alone, the paper's protocol.", rich_help_panel=opt.MODEL_PANEL),
     ] = "off",
+    gate_scope: opt.GateScope = opt.DEFAULT_GATE_SCOPE,
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write per-image rows and the summary as JSON here.")
     ] = None,
@@ -67,7 +68,7 @@ def evaluate_cmd(
     pairs = pairs[:limit] if limit else pairs
     d = Deblurrer(model, weights=weights, device=device, backend=backend.value, tile=tile,
                   tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble,
-                  gate=parse_gate(gate))  # fmt: skip
+                  gate=parse_gate(gate), gate_scope=gate_scope.value)  # fmt: skip
     err = Console(stderr=True)
     err.print(f"deblur: {opt.describe_run(d)}; {len(pairs)} pairs")
 

@@ -83,6 +83,7 @@ def folder(
     bf16: opt.Bf16 = False,
     self_ensemble: opt.SelfEnsemble = 1,
     gate: opt.Gate = opt.DEFAULT_GATE,
+    gate_scope: opt.GateScope = opt.DEFAULT_GATE_SCOPE,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -113,7 +114,7 @@ def folder(
             )
     deblurrer = Deblurrer(
         model, weights=weights, device=device, backend=backend.value, tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16,
-        self_ensemble=self_ensemble, gate=gate_px,
+        self_ensemble=self_ensemble, gate=gate_px, gate_scope=gate_scope.value,
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     size: int | None = batch_size if batch_size is not None else (None if batch else 1)

@@ -35,6 +35,7 @@ def image(
     bf16: opt.Bf16 = False,
     self_ensemble: opt.SelfEnsemble = 1,
     gate: opt.Gate = opt.DEFAULT_GATE,
+    gate_scope: opt.GateScope = opt.DEFAULT_GATE_SCOPE,
     viz: opt.VizDir = None,
     fusion: opt.MapFusion = False,
     attention: opt.MapAttention = False,
@@ -68,12 +69,13 @@ def image(
         bf16=bf16,
         self_ensemble=self_ensemble,
         gate=gate_px,
+        gate_scope=gate_scope.value,
     )
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     start = time.perf_counter()
     written = deblurrer.deblur_file(input, dst, quality=quality, overwrite=overwrite, viz=maps)  # type: ignore[arg-type]
     decided = deblurrer.last_decisions[0] if deblurrer.last_decisions else None
-    note = opt.gate_describe(decided.extent, decided.weight) if decided else ""
+    note = opt.gate_describe(decided.extent, decided.weight, decided.extent_range) if decided else ""
     typer.echo(f"wrote {written} ({time.perf_counter() - start:.1f} s{'; ' + note if note else ''})")
     if viz is not None:
         typer.echo(f"wrote the maps to {viz} (contact sheet: {viz / (written.stem + '.sheet.png')})")

@@ -82,17 +82,37 @@ Gate = Annotated[
 ]
 #: Default of ``--gate`` in ``deblur image`` / ``deblur folder``.
 DEFAULT_GATE = "auto"
+class GateScopeName(str, Enum):
+    """Where the blur gate reads the blur (``deblur_cli.blur_extent.GATE_SCOPES``)."""
+
+    image = "image"
+    region = "region"
 
 
-def gate_describe(blur_px: float | None, weight: float | None) -> str:
-    """One phrase for a gate decision, e.g. ``"blur 2.1 px: left as it was"``."""
+GateScope = Annotated[
+    GateScopeName,
+    typer.Option(
+        "--gate-scope",
+        help="Where the blur gate reads the blur: 'image' (one estimate per photograph) or 'region' "
+        "(per region, the gate applied pixel by pixel: for shake that blurs one part of a frame more than "
+        "another, or a sharp subject before a blurred background).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+DEFAULT_GATE_SCOPE = GateScopeName.image
+
+
+def gate_describe(blur_px: float | None, weight: float | None, blur_range: tuple[float, float] | None = None) -> str:
+    """One phrase for a gate decision, e.g. ``"blur 2.1 px: left as it was"``, or with the
+    regional gate ``"blur 1.2-9.8 px by region: 40% deblurred"``."""
     if blur_px is None or weight is None:
         return ""
+    blur = f"blur {blur_px:.1f} px" if blur_range is None else f"blur {blur_range[0]:.1f}-{blur_range[1]:.1f} px by region"
     if weight <= 0:
-        return f"blur {blur_px:.1f} px: left as it was"
+        return f"{blur}: left as it was"
     if weight >= 1:
-        return f"blur {blur_px:.1f} px: deblurred"
-    return f"blur {blur_px:.1f} px: {weight:.0%} deblurred"
+        return f"{blur}: deblurred"
+    return f"{blur}: {weight:.0%} deblurred"
 
 
 SelfEnsemble = Annotated[

@@ -164,3 +164,27 @@ def make_heldout_set(
             for sub, im in (("blur", blurred), ("sharp", img)):
                 cv2.imwrite(str(out / sub / name), (im[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
     return find_pairs(out)
+
+
+def make_half_blurred_set(
+    photos: Path, out: Path, max_side: int = 512, extents: tuple[float, ...] = (9.0, 15.0, 21.0), seed: int = 2468
+) -> list[Pair]:
+    """As :func:`make_heldout_set`, but only the right half of each photo is blurred: the left
+    half stays sharp, with a 32 px soft seam between. Blur that differs across the frame (a
+    sharp subject, a blurred side) is what a per-region gate is for; one estimate per photograph
+    must choose between damaging the sharp half and leaving the blurred half alone."""
+    rng = np.random.default_rng(seed)
+    (out / "blur").mkdir(parents=True, exist_ok=True)
+    (out / "sharp").mkdir(parents=True, exist_ok=True)
+    settings = BlurSettings()
+    for i, path in enumerate(list_images(photos)):
+        img = quantize(centre_crop(read_rgb(path), max_side))
+        w = img.shape[1]
+        ramp = np.clip((np.arange(w, dtype=np.float32) - (w / 2 - 16)) / 32.0, 0.0, 1.0)[None, :, None]
+        for kind in ("linear", "shake"):
+            blurred = degrade(img, rng, settings, kind=kind, extent=extents[i % len(extents)])
+            mixed = quantize(img * (1.0 - ramp) + blurred * ramp)
+            name = f"{path.stem}_half{kind}.png"
+            for sub, im in (("blur", mixed), ("sharp", img)):
+                cv2.imwrite(str(out / sub / name), (im[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
+    return find_pairs(out)

@@ -23,7 +23,9 @@ to report results. Run ``python -m deblur_cli.data.photos OUT_DIR`` to (re)build
 ``OUT_DIR/{val,heldout}-pairs/{blur,sharp}`` (each photo blurred both ways, see
 :func:`deblur_cli.data.datasets.make_heldout_set`), plus ``OUT_DIR/val-nearsharp-pairs``: the
 validation photos blurred by only 2-3 px, to catch weights that damage nearly sharp
-photographs. It downloads the Debian packages with apt unless their unpacked folders are given.
+photographs, and ``OUT_DIR/{val,heldout}-half-pairs``: only the right half of each photo blurred
+(:func:`deblur_cli.data.datasets.make_half_blurred_set`), for the regional blur gate. It
+downloads the Debian packages with apt unless their unpacked folders are given.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ VAL_SEED = 4321
 #: Seed and extents (px) of the nearly sharp validation pairs.
 NEARSHARP_SEED = 8765
 NEARSHARP_EXTENTS = (2.0, 3.0)
+#: Seed of the half-blurred validation pairs (session 10; the held-out ones use
+#: make_half_blurred_set's default).
+HALF_VAL_SEED = 1357
 
 
 def skimage_data_dir() -> Path:
@@ -178,19 +183,23 @@ def build(out: Path, opencv_root: Path | None = None, wallpaper_roots: dict[str,
 
 def make_pairs(out: Path) -> dict[str, int]:
     """(Re)make the fixed evaluation pairs from ``out/{heldout,val}``: ``out/heldout-pairs``,
-    ``out/val-pairs`` and ``out/val-nearsharp-pairs``; returns the number of pairs of each."""
-    from deblur_cli.data.datasets import make_heldout_set
+    ``out/val-pairs``, ``out/val-nearsharp-pairs``, and the half-blurred ``out/val-half-pairs``
+    and ``out/heldout-half-pairs`` (right half blurred only, for the regional gate); returns the
+    number of pairs of each."""
+    from deblur_cli.data.datasets import make_half_blurred_set, make_heldout_set
 
     plan = {
-        "heldout": ("heldout", {}),
-        "val": ("val", {"seed": VAL_SEED}),
-        "val-nearsharp": ("val", {"seed": NEARSHARP_SEED, "extents": NEARSHARP_EXTENTS}),
+        "heldout": (make_heldout_set, "heldout", {}),
+        "val": (make_heldout_set, "val", {"seed": VAL_SEED}),
+        "val-nearsharp": (make_heldout_set, "val", {"seed": NEARSHARP_SEED, "extents": NEARSHARP_EXTENTS}),
+        "val-half": (make_half_blurred_set, "val", {"seed": HALF_VAL_SEED}),
+        "heldout-half": (make_half_blurred_set, "heldout", {}),
     }
     made = {}
-    for name, (split, kwargs) in plan.items():
+    for name, (maker, split, kwargs) in plan.items():
         if (out / f"{name}-pairs").exists():
             shutil.rmtree(out / f"{name}-pairs")
-        made[name] = len(make_heldout_set(out / split, out / f"{name}-pairs", **kwargs))
+        made[name] = len(maker(out / split, out / f"{name}-pairs", **kwargs))
     return made
 
 
@@ -206,8 +215,9 @@ def main() -> None:
     counts = build(args.out, args.opencv_doc, {k: v for k, v in roots.items() if v is not None})
     pairs = make_pairs(args.out)
     print(f"{counts['train']} training photos in {args.out / 'train'}, {counts['val']} validation photos "
-          f"({pairs['val']} pairs, {pairs['val-nearsharp']} nearly sharp pairs), {counts['heldout']} held-out "
-          f"photos ({pairs['heldout']} pairs) in {args.out}")  # fmt: skip
+          f"({pairs['val']} pairs, {pairs['val-nearsharp']} nearly sharp pairs, {pairs['val-half']} half-blurred), "
+          f"{counts['heldout']} held-out photos ({pairs['heldout']} pairs, {pairs['heldout-half']} half-blurred) "
+          f"in {args.out}")  # fmt: skip
 
 
 if __name__ == "__main__":
