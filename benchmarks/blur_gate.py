@@ -69,13 +69,31 @@ def score_gates(
     return out
 
 
+def _scopes(text: str) -> list[str]:
+    """``--scopes``: ``image`` and/or ``region:SIGMA`` (SIGMA in px, > 0)."""
+    import math
+
+    out: list[str] = []
+    for sc in (t.strip() for t in text.split(",")):
+        kind, colon, sigma = sc.partition(":")
+        try:
+            ok = sc == "image" or (kind == "region" and bool(colon) and math.isfinite(float(sigma)) and float(sigma) > 0)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{sc!r}: expected 'image' or 'region:SIGMA' (px, e.g. region:192)")
+        if sc not in out:
+            out.append(sc)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=None, help="deblurring weights (default: bundled)")
     ap.add_argument("--meter", default=None, help="blur-extent weights (default: bundled)")
     ap.add_argument("--data", default=DEFAULT_DATA, help="comma-separated pair folders")
     ap.add_argument("--gates", default=DEFAULT_GATES, help="space-separated LO,HI pairs in pixels")
-    ap.add_argument("--scopes", default="image", help="comma-separated: image, region:SIGMA_PX")
+    ap.add_argument("--scopes", default="image", type=_scopes, help="comma-separated: image, region:SIGMA_PX")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -88,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     gates = [tuple(float(v) for v in g.split(",")) for g in args.gates.split()]
-    scopes = tuple(args.scopes.split(","))
+    scopes = tuple(args.scopes)
     sigmas = {sc: float(sc.split(":")[1]) for sc in scopes if sc != "image"}
     d = Deblurrer(None, weights=args.weights, device="cpu")
     meter = BlurMeter(args.meter)

@@ -172,16 +172,24 @@ class BlurMap:
 
 
 def pool_regions(
-    estimates: np.ndarray, texture: np.ndarray, sigma_tiles: float, prior: float = REGION_PRIOR
+    estimates: np.ndarray,
+    texture: np.ndarray,
+    sigma_tiles: float,
+    prior: float = REGION_PRIOR,
+    share: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Texture-weighted Gaussian pooling of per-tile estimates.
 
     ``estimates``: ``(ny, nx)`` per-tile ``log(1 + extent)``; ``texture``: ``(ny, nx)``
-    non-negative per-tile texture. Returns ``(pooled, global)``: ``(ny, nx)`` float32, and the
-    texture-weighted mean over all tiles. With ``r = texture / (texture + median texture)``
-    (0 for a flat tile, 1/2 for a typical one) and ``G`` the Gaussian window,
+    non-negative per-tile texture; ``share``: the part of each tile inside the photograph (1 by
+    default; see :func:`tile_shares`). Returns ``(pooled, global)``: ``(ny, nx)`` float32, and
+    the weighted mean over all tiles. The weights are ``r = share * texture / (texture + m)``,
+    ``m`` the median texture, or a quarter of the mean texture when that is larger (most tiles
+    flat: a clipped sky, a synthetic frame; faint noise should not weigh as much as real
+    texture): 0 for a flat tile, 1/2 for a typical one. With ``G`` the Gaussian window,
     ``pooled = (G * (r e) + k global) / (G * r + k)``, ``k = prior * mean(r)``: a region
-    without texture falls back to the photograph's own estimate.
+    without texture falls back to the photograph's own estimate. ``sigma_tiles <= 0``: no
+    pooling, the raw readings are returned (the weights then only shape ``global``).
 
     Why not the net's confidence logits, as the whole-photograph estimate uses: they are only
     comparable *within* a softmax, and a sharp edge is far more confident (logits about 10 above)
@@ -190,20 +198,32 @@ def pool_regions(
     """
     import cv2
 
-    r = texture.astype(np.float64)
-    r = r / (r + max(float(np.median(r)), 1e-6))
+    t = texture.astype(np.float64)
+    r = t / (t + max(float(np.median(t)), 0.25 * float(t.mean()), 1e-6))
+    if share is not None:
+        r = r * share
     e = estimates.astype(np.float64)
     # A photograph without texture anywhere (a flat frame) has no evidence: plain mean, and the
     # prior alone decides each region.
     g = float((r * e).sum() / r.sum()) if r.sum() > 0 else float(e.mean())
     if sigma_tiles <= 0:
         return e.astype(np.float32), g
+
     def window(a: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(a, (0, 0), sigmaX=sigma_tiles, sigmaY=sigma_tiles, borderType=cv2.BORDER_REFLECT)
 
     k = prior * max(float(r.mean()), 1e-6)
     pooled = (window(r * e) + k * g) / (window(r) + k)
     return pooled.astype(np.float32), g
+
+
+def tile_shares(height: int, width: int) -> np.ndarray:
+    """``(ceil(H / 96), ceil(W / 96))`` float64: the part of each 96 px tile of an ``(H, W)``
+    photograph that lies inside it (the last row and column are partly mirrored padding)."""
+    ny, nx = -(-height // TILE), -(-width // TILE)
+    sy = np.minimum(TILE, height - TILE * np.arange(ny)) / TILE
+    sx = np.minimum(TILE, width - TILE * np.arange(nx)) / TILE
+    return np.outer(sy, sx)
 
 
 @dataclass(frozen=True)
@@ -245,33 +265,52 @@ class BlurMeter:
         """Every 96 px tile of an ``(H, W, 3)`` photograph read on its own: ``(estimates,
         texture)``, each ``(ceil(H / 96), ceil(W / 96))`` float32: ``log(1 + extent)`` pooled
         over the tile's positions by their confidences (what the net was trained to give per
-        crop), and the tile's mean absolute Laplacian.
+        crop), and the tile's mean absolute Laplacian. The photograph is padded (mirrored) to
+        whole tiles (:func:`tile_shares` says how much of each is real).
 
-        The photograph is padded (mirrored) to whole tiles; cost grows with the pixel count
-        (about 7 kMAC per pixel)."""
+        Goes one row of tiles at a time (memory: the photograph's luma twice, whatever its
+        size), with up to 64 tiles per forward pass; cost grows with the pixel count (about
+        7 kMAC per pixel)."""
         import cv2
 
-        luma = to_luma(rgb)
-        h, w = luma.shape
+        h, w = rgb.shape[:2]
         ny, nx = -(-h // TILE), -(-w // TILE)
-        padded = np.pad(luma, ((0, ny * TILE - h), (0, nx * TILE - w)), mode="symmetric")
-        tiles = padded.reshape(ny, TILE, nx, TILE).swapaxes(1, 2).reshape(-1, TILE, TILE)
-        lap = np.abs(cv2.Laplacian(padded, cv2.CV_32F))
-        texture = lap.reshape(ny, TILE, nx, TILE).mean(axis=(1, 3))
-        estimates = []
-        for i in range(0, len(tiles), _MAP_CHUNK):
-            x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + _MAP_CHUNK]))[:, None].to(self.device)
+        padded = np.pad(to_luma(rgb), ((0, ny * TILE - h), (0, nx * TILE - w)), mode="symmetric")
+        estimates = np.empty(ny * nx, np.float32)
+        texture = np.empty((ny, nx), np.float32)
+        pending: list[np.ndarray] = []
+        done = 0
+
+        def flush() -> None:
+            nonlocal done
+            x = torch.from_numpy(np.concatenate(pending))[:, None].to(self.device)
             pred, logit = self.net(x)
             weights = torch.softmax(logit.flatten(1), dim=1)
-            estimates.append((weights * pred.flatten(1)).sum(dim=1).float().cpu().numpy())
-        return np.concatenate(estimates).reshape(ny, nx), texture.astype(np.float32)
+            estimates[done : done + len(x)] = (weights * pred.flatten(1)).sum(dim=1).float().cpu().numpy()
+            done += len(x)
+            pending.clear()
+
+        for by in range(ny):
+            y0 = by * TILE
+            top = max(0, y0 - 1)  # a row of context each side, so the Laplacian is the whole image's
+            lap = np.abs(cv2.Laplacian(padded[top : y0 + TILE + 1], cv2.CV_32F))[y0 - top :][:TILE]
+            texture[by] = lap.reshape(TILE, nx, TILE).mean(axis=(0, 2))
+            band = padded[y0 : y0 + TILE].reshape(TILE, nx, TILE).swapaxes(0, 1)
+            for i in range(0, nx, _MAP_CHUNK):
+                pending.append(np.ascontiguousarray(band[i : i + _MAP_CHUNK]))
+                if sum(len(t) for t in pending) >= _MAP_CHUNK:
+                    flush()
+        if pending:
+            flush()
+        return estimates.reshape(ny, nx), texture
 
     def extent_map(self, rgb: np.ndarray, sigma: float = REGION_SIGMA) -> BlurMap:
         """Per-region blur of an ``(H, W, 3)`` float RGB image in ``[0, 1]``: the per-tile
         readings pooled under a Gaussian window of ``sigma`` px (see :func:`pool_regions`)."""
+        h, w = rgb.shape[:2]
         est, texture = self.tile_readings(rgb)
-        pooled, g = pool_regions(est, texture, sigma / TILE)
-        return BlurMap(log_extent=pooled, size=(rgb.shape[0], rgb.shape[1]), extent=max(0.0, math.expm1(g)))
+        pooled, g = pool_regions(est, texture, sigma / TILE, share=tile_shares(h, w))
+        return BlurMap(log_extent=pooled, size=(h, w), extent=max(0.0, math.expm1(g)))
 
 
 @dataclass(frozen=True)
@@ -279,34 +318,47 @@ class GateDecision:
     """What the gate did with one image: its estimated blur and the share of the deblurred
     image kept (0: returned untouched, without running the deblurring network).
 
-    With the regional gate, ``weight`` is the mean of ``weights``, the ``(H, W)`` per-pixel
-    gate, and ``extent_range`` the least and most blurred regions' estimates (px)."""
+    With the regional gate, ``blur_map`` is the photograph's :class:`BlurMap` and ``gate`` the
+    thresholds, :meth:`pixel_weights` the ``(H, W)`` per-pixel gate (computed when needed, not
+    kept: 96 MB for 24 megapixels), ``weight`` its mean and ``extent_range`` the least and most
+    blurred regions' estimates (px). ``extent`` is the whole-photograph estimate in both scopes."""
 
     extent: float
     weight: float
-    weights: np.ndarray | None = field(default=None, compare=False, repr=False)
+    blur_map: BlurMap | None = field(default=None, compare=False, repr=False)
+    gate: tuple[float, float] | None = None
     extent_range: tuple[float, float] | None = None
+
+    def pixel_weights(self) -> np.ndarray | None:
+        """The per-pixel gate ``(H, W)`` float32 of the regional gate, or ``None``."""
+        if self.blur_map is None or self.gate is None:
+            return None
+        return self.blur_map.weights(*self.gate)
 
 
 #: Where the gate reads the blur: one estimate per photograph, or one per region.
 GATE_SCOPES = ("image", "region")
 
 
-def decide_gate(meter: BlurMeter, rgb: np.ndarray, lo: float, hi: float, scope: str = "image") -> GateDecision:
+def decide_gate(
+    meter: BlurMeter, rgb: np.ndarray, lo: float, hi: float, scope: str = "image", blur_map: BlurMap | None = None
+) -> GateDecision:
     """The gate's decision for an ``(H, W, 3)`` float RGB image in ``[0, 1]``.
 
     ``scope="image"``: one :meth:`BlurMeter.estimate` and :func:`gate_weight`. ``"region"``:
-    :meth:`BlurMeter.extent_map` (window :data:`REGION_SIGMA`) and :meth:`BlurMap.weights`.
+    the same estimate (reported as ``extent``), and :meth:`BlurMeter.extent_map` (window
+    :data:`REGION_SIGMA`; or ``blur_map`` when already computed) gated per pixel by
+    :meth:`BlurMap.weights`.
     """
-    if scope == "image":
-        extent = meter.estimate(rgb).extent
-        return GateDecision(extent=extent, weight=gate_weight(extent, lo, hi))
-    if scope != "region":
+    if scope not in GATE_SCOPES:
         raise ValueError(f"gate scope must be one of {', '.join(GATE_SCOPES)}, got {scope!r}")
-    bm = meter.extent_map(rgb)
-    w = bm.weights(lo, hi)
+    extent = meter.estimate(rgb).extent
+    if scope == "image":
+        return GateDecision(extent=extent, weight=gate_weight(extent, lo, hi))
+    bm = meter.extent_map(rgb) if blur_map is None else blur_map
     px = bm.extent_px()
-    return GateDecision(extent=bm.extent, weight=float(w.mean()), weights=w, extent_range=(float(px.min()), float(px.max())))
+    weight = float(bm.weights(lo, hi).mean(dtype=np.float64))
+    return GateDecision(extent=extent, weight=weight, blur_map=bm, gate=(lo, hi), extent_range=(float(px.min()), float(px.max())))
 
 
 def gate_weight(extent: float, lo: float, hi: float) -> float:
@@ -318,27 +370,45 @@ def gate_weight(extent: float, lo: float, hi: float) -> float:
     return float(min(1.0, max(0.0, (extent - lo) / (hi - lo))))
 
 
-def apply_gate(blurred: np.ndarray, deblurred: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
-    """``blurred + weight * (deblurred - blurred)``, for two arrays of the same shape (e.g.
+def apply_gate(
+    blurred: np.ndarray, deblurred: np.ndarray, weight: float | np.ndarray, inplace: bool = False
+) -> np.ndarray:
+    """``blurred + weight * (deblurred - blurred)``, for two float arrays of the same shape (e.g.
     ``(3, H, W)`` float32 in ``[0, 1]``); ``weight`` a number or a per-pixel ``(H, W)`` map
     (:meth:`BlurMap.weights`). Returns ``blurred`` itself (no copy) where the weight is 0
-    everywhere and ``deblurred`` itself where it is 1 everywhere."""
+    everywhere and ``deblurred`` itself where it is 1 everywhere. With a map, the result is
+    exactly ``blurred`` where the map is 0 and ``deblurred`` where it is 1. ``inplace`` writes
+    the result into ``deblurred`` (unless the two share memory): a 24-megapixel blend then
+    needs two ``(H, W)`` buffers beside the map instead of image-sized temporaries."""
+    if blurred.shape != deblurred.shape:
+        raise ValueError(f"blurred {blurred.shape} and deblurred {deblurred.shape} differ")
+    if deblurred.dtype.kind != "f" or blurred.dtype.kind != "f":
+        raise ValueError(f"apply_gate blends float arrays, got {blurred.dtype} and {deblurred.dtype}")
     if np.ndim(weight) == 0:
-        weight = float(weight)
-        if weight <= 0.0:
+        w0 = float(weight)
+        if w0 <= 0.0:
             return blurred
-        if weight >= 1.0:
+        if w0 >= 1.0:
             return deblurred
-        return (blurred + weight * (deblurred - blurred)).astype(deblurred.dtype, copy=False)
-    w = np.asarray(weight, dtype=np.float32)
-    if w.shape != blurred.shape[-2:]:
-        raise ValueError(f"weight map {w.shape} does not match the image {blurred.shape}")
-    if not w.any():
-        return blurred
-    if (w >= 1.0).all():
-        return deblurred
-    # (1 - w) b + w d, not b + w (d - b): exactly b where w is 0 and d where it is 1
-    return ((1.0 - w) * blurred + w * deblurred).astype(deblurred.dtype, copy=False)
+        w = np.full(blurred.shape[-2:], w0, np.float32)
+    else:
+        w = np.asarray(weight, dtype=np.float32)
+        if w.shape != blurred.shape[-2:]:
+            raise ValueError(f"weight map {w.shape} does not match the image {blurred.shape}")
+        if not w.any():
+            return blurred
+        if (w >= 1.0).all():
+            return deblurred
+    keep = 1.0 - w
+    own = inplace and not np.may_share_memory(blurred, deblurred)
+    out = deblurred if own else np.empty_like(deblurred)
+    tmp = np.empty(w.shape, deblurred.dtype)
+    # w d + (1 - w) b, not b + w (d - b): exactly b where w is 0 and d where it is 1
+    for idx in np.ndindex(blurred.shape[:-2]):  # one (H, W) plane at a time
+        np.multiply(blurred[idx], keep, out=tmp)
+        np.multiply(deblurred[idx], w, out=out[idx])
+        out[idx] += tmp
+    return out
 
 
 def parse_gate(text: str) -> tuple[float, float] | None:

@@ -449,6 +449,8 @@ class Deblurrer:
 
         if gate_scope not in GATE_SCOPES:
             raise DeblurError(f"--gate-scope must be one of {', '.join(GATE_SCOPES)}, got {gate_scope!r}")
+        if gate is None and gate_scope != "image":
+            raise DeblurError(f"--gate-scope {gate_scope} needs a blur gate (it is off: give --gate auto or LO,HI)")
         if gate is not None:
             from deblur_cli.blur_extent import BlurMeter, check_gate
 
@@ -537,7 +539,9 @@ class Deblurrer:
             ran = self._run_same_size([rgbs[i] for i in run], batch_size, recorder, maps_out)
             for i, o in zip(run, ran, strict=True):
                 d = decisions[i]
-                outs[i] = apply_gate(outs[i], o, d.weight if d.weights is None else d.weights)
+                per_pixel = d.pixel_weights()
+                # o is this call's own output: blending into it saves two image-sized buffers
+                outs[i] = apply_gate(outs[i], o, d.weight if per_pixel is None else per_pixel, inplace=True)
         return outs, decisions
 
     def _run_same_size(

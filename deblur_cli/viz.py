@@ -793,27 +793,30 @@ def contact_sheet(
     return sheet
 
 
-def blur_map_panel(image: np.ndarray, extent_px: np.ndarray, gate: tuple[float, float] | None, vmax: float = 20.0) -> np.ndarray:
+def blur_map_panel(
+    image: np.ndarray, extent_px: np.ndarray, weights: np.ndarray | None = None, vmax: float = 20.0
+) -> np.ndarray:
     """The regional blur estimate over a photograph: ``image`` ``(H, W, 3)`` (any dtype
     :func:`as_rgb8` takes), ``extent_px`` ``(H, W)`` float (pixels of motion blur, e.g.
-    :meth:`deblur_cli.blur_extent.BlurMap.extent_px` upsampled). Colours run from 0 to ``vmax`` px
-    (magma); with a ``gate`` ``(lo, hi)`` its thresholds are drawn as contour lines (white:
-    ``lo``, below which the photograph is left as it was; black: ``hi``, from which it is fully
-    deblurred) and marked on the colour bar. Returns an ``(H, W + legend, 3)`` uint8 RGB panel."""
+    :meth:`deblur_cli.blur_extent.BlurMap.extent_px` upsampled), colours from 0 to ``vmax`` px
+    (magma). With ``weights``, the regional gate per pixel (:meth:`BlurMap.weights`), the lines
+    show what it does: white where it starts to deblur (outside, left as it was), black where it
+    deblurs fully (inside). Returns an ``(H, W + legend, 3)`` uint8 RGB panel."""
     rgb = as_rgb8(image)
     h, w = rgb.shape[:2]
-    if extent_px.shape != (h, w):
-        raise ValueError(f"blur map {extent_px.shape} does not match the image {(h, w)}")
+    for name, a in (("blur map", extent_px), ("gate weights", weights)):
+        if a is not None and a.shape != (h, w):
+            raise ValueError(f"{name} {a.shape} does not match the image {(h, w)}")
     out = overlay(rgb, colorize(extent_px.astype(np.float32), "magma", 0.0, vmax))
-    ticks = [(0.0, "0 px"), (1.0, f"{vmax:g} px")]
-    if gate is not None:
-        for level, colour in zip(gate, ((255, 255, 255), (0, 0, 0))):
-            # replicated by a pixel and shifted back: the image's own edges are not drawn as contours
-            mask = cv2.copyMakeBorder((extent_px >= level).astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_REPLICATE)
-            contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE, offset=(-1, -1))
-            cv2.drawContours(out, contours, -1, colour, max(1, round(max(h, w) / 400)))
-        ticks = [(gate[0] / vmax, f"{gate[0]:g} px: left"), (gate[1] / vmax, f"{gate[1]:g} px: deblurred"), *ticks]
-    legend = colorbar(h, "magma", ticks)
+    if weights is not None:
+        thick = max(1, round(max(h, w) / 400))
+        for mask, colour in (((weights > 0), (255, 255, 255)), ((weights >= 1), (0, 0, 0))):
+            # padded by the line's width and shifted back: the image's own edges are not drawn
+            pad = thick + 1
+            m = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE, offset=(-pad, -pad))
+            cv2.drawContours(out, contours, -1, colour, thick)
+    legend = colorbar(h, "magma", [(0.0, "0 px"), (0.25, f"{vmax / 4:g} px"), (0.5, f"{vmax / 2:g} px"), (1.0, f"{vmax:g} px")])
     if legend.shape[0] > h:  # a short image: pad it to the legend's height
         out = np.concatenate([out, np.full((legend.shape[0] - h, w, 3), 255, np.uint8)])
     return np.concatenate([out, legend], axis=1)

@@ -455,3 +455,15 @@ def test_blur_gate_scoring_by_region():
     assert set(res) == {"off", "4,6", "4,6@region:96"}
     assert res["4,6"]["gain"] == 0.0  # 3 px for the whole picture: left as it was
     assert res["off"]["gain"] < 0 < res["4,6@region:96"]["gain"]
+
+
+def test_blur_gate_scopes_argument():
+    import argparse
+
+    import blur_gate
+    import pytest
+
+    assert blur_gate._scopes("image, region:192,region:192") == ["image", "region:192"]
+    for bad in ("region", "image:", "region:abc", "region:0", "region:inf", "tile:9"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            blur_gate._scopes(bad)

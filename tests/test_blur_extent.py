@@ -560,15 +560,99 @@ def test_regional_gate_in_the_engine(tiny_model):
     plain = Deblurrer(tiny_model, device="cpu", tile=0)
     img = np.random.default_rng(5).random((100, 4 * TILE, 3)).astype(np.float32)
     out, ref = gated.deblur(img), plain.deblur(img)
-    assert meter.maps == 1 and meter.calls == 0  # the map, not the whole-image estimate
+    assert meter.maps == 1 and meter.calls == 1  # the map gates; the whole-image estimate is what is reported
     d = gated.last_decisions[0]
-    assert d.weights is not None and d.weights.shape == (100, 4 * TILE)
-    assert d.extent == 3.0 and d.extent_range == (0.0, pytest.approx(20.0))
-    assert 0.0 < d.weight < 1.0 and d.weight == pytest.approx(float(d.weights.mean()))
+    w = d.pixel_weights()
+    assert w is not None and w.shape == (100, 4 * TILE)
+    assert d.extent == 1.0 and d.extent_range == (0.0, pytest.approx(20.0))
+    assert 0.0 < d.weight < 1.0 and d.weight == pytest.approx(float(w.mean()))
     np.testing.assert_array_equal(out[:, : TILE + TILE // 2], img[:, : TILE + TILE // 2])  # sharp side untouched
     np.testing.assert_allclose(out[:, -TILE:], ref[:, -TILE:], atol=1e-6)  # blurred side deblurred
     with pytest.raises(DeblurError, match="gate-scope"):
         Deblurrer(tiny_model, device="cpu", gate=(4.0, 6.0), gate_scope="tile")
+    with pytest.raises(DeblurError, match="needs a blur gate"):
+        Deblurrer(tiny_model, device="cpu", gate=None, gate_scope="region")
+
+
+def test_regional_gate_with_tiles_batches_and_alpha(tiny_model):
+    """The map is of the whole image (not of each tile), images of a batch keep their own maps,
+    and an alpha channel passes through untouched."""
+    meter = MapMeter()
+    kw = {"device": "cpu", "tile": 64, "tile_overlap": 8}
+    gated = Deblurrer(tiny_model, gate=(4.0, 6.0), gate_scope="region", blur_meter=meter, **kw)
+    plain = Deblurrer(tiny_model, **kw)
+    rng = np.random.default_rng(6)
+    a = rng.random((90, 4 * TILE, 3)).astype(np.float32)
+    b = rng.random((90, 2 * TILE, 4)).astype(np.float32)  # RGBA
+    outs = gated.deblur_batch([a, b], batch_size=2)
+    assert meter.maps == 2
+    for img, out in zip((a, b), outs):
+        ref = plain.deblur(img)
+        half = img.shape[1] // 2
+        np.testing.assert_array_equal(out[:, : half - TILE // 2, :3], img[:, : half - TILE // 2, :3])
+        np.testing.assert_allclose(out[:, -TILE // 2 :, :3], ref[:, -TILE // 2 :, :3], atol=1e-6)
+    np.testing.assert_array_equal(outs[1][..., 3], b[..., 3])
+
+
+def test_apply_gate_in_place():
+    rng = np.random.default_rng(7)
+    b, d = rng.random((3, 4, 6)).astype(np.float32), rng.random((3, 4, 6)).astype(np.float32)
+    w = np.tile(np.linspace(0, 1, 6, dtype=np.float32), (4, 1))
+    expected = apply_gate(b, d, w)
+    assert expected is not d
+    d2 = d.copy()
+    got = apply_gate(b, d2, w, inplace=True)
+    assert got is d2
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got[..., 0], b[..., 0])
+    np.testing.assert_array_equal(got[..., -1], d[..., -1])
+
+
+def test_apply_gate_aliasing_and_dtypes():
+    rng = np.random.default_rng(8)
+    b = rng.random((3, 4, 6)).astype(np.float32)
+    w = np.full((4, 6), 0.5, np.float32)
+    np.testing.assert_allclose(apply_gate(b, b, w, inplace=True), b, rtol=1e-6)  # same array: still b
+    with pytest.raises(ValueError, match="float"):
+        apply_gate((b * 255).astype(np.uint8), (b * 255).astype(np.uint8), w)
+    with pytest.raises(ValueError, match="differ"):
+        apply_gate(b, b[:2], w)
+
+
+def test_tile_readings_texture_is_the_whole_image_laplacian(small_meter_file):
+    """Read a row of tiles at a time, the texture is still that of the whole (padded) image."""
+    import cv2
+
+    from deblur_cli.blur_extent import to_luma
+
+    rgb = np.random.default_rng(9).random((300, 250, 3)).astype(np.float32)
+    _, texture = BlurMeter(small_meter_file).tile_readings(rgb)
+    padded = np.pad(to_luma(rgb), ((0, 4 * TILE - 300), (0, 3 * TILE - 250)), mode="symmetric")
+    lap = np.abs(cv2.Laplacian(padded, cv2.CV_32F)).reshape(4, TILE, 3, TILE).mean(axis=(1, 3))
+    np.testing.assert_allclose(texture, lap, rtol=1e-5)
+    wide = BlurMeter(small_meter_file).tile_readings(np.random.default_rng(9).random((96, 70 * TILE, 3)).astype(np.float32))
+    assert wide[0].shape == (1, 70) and np.isfinite(wide[0]).all()  # more tiles in a row than one pass takes
+
+
+def test_tile_shares():
+    from deblur_cli.blur_extent import tile_shares
+
+    s = tile_shares(100, 2 * TILE + 24)
+    assert s.shape == (2, 3)
+    np.testing.assert_allclose(s[0], [1.0, 1.0, 0.25])
+    np.testing.assert_allclose(s[1], np.array([1.0, 1.0, 0.25]) * 4 / TILE)
+
+
+def test_pool_regions_mostly_flat_photograph():
+    """When most tiles are flat, faint noise in one does not weigh as much as real texture."""
+    from deblur_cli.blur_extent import pool_regions
+
+    est = np.zeros((4, 4), np.float32)
+    texture = np.zeros((4, 4), np.float32)
+    texture[0, 0], est[0, 0] = 1.0, math.log1p(10.0)  # real texture, 10 px
+    texture[3, 3], est[3, 3] = 1e-3, 0.0  # faint noise, 0 px
+    _, g = pool_regions(est, texture, 1.0)
+    assert np.expm1(g) > 8.0
 
 
 def test_image_command_regional_gate(shoot, tiny_weights, tmp_path):
@@ -601,14 +685,31 @@ def test_estimate_command_by_region_with_maps(shoot, tmp_path):
     data = json.loads(out.read_text())
     by = {Path(i["file"]).name: i for i in data["images"]}
     lo, hi = by["blurred.png"]["blur_range_px"]
-    assert lo <= by["blurred.png"]["blur_px"] <= hi and by["blurred.png"]["action"].endswith("by region")
-    assert by["sharp.png"]["action"] == "leave as is by region"
+    assert DEFAULT_GATE[1] < lo <= hi and by["blurred.png"]["action"] == "deblur"
+    assert by["sharp.png"]["action"] == "leave as is"
     panel = np.asarray(Image.open(maps / "blurred.blur.png"))
     assert panel.shape[0] == 256 and panel.shape[1] > 256  # the picture and its colour bar
     r = _invoke("estimate", shoot, "--maps", maps)
     assert r.exit_code != 0 and "already exist" in str(r.exception)
-    r = _invoke("estimate", shoot, "--maps", maps, "--overwrite")
+    r = _invoke("estimate", shoot, "--maps", maps, "--overwrite", "--json", tmp_path / "image.json")
     assert r.exit_code == 0, r.output
+    r = _invoke("estimate", shoot, "--json", tmp_path / "plain.json")
+    assert r.exit_code == 0, r.output
+    with_maps, plain = (json.loads((tmp_path / n).read_text())["images"] for n in ("image.json", "plain.json"))
+    for a, b in zip(with_maps, plain, strict=True):  # --maps draws, it does not change the figures
+        assert (a["file"], a["blur_px"], a["action"]) == (b["file"], b["blur_px"], b["action"])
+    r = _invoke("estimate", shoot, "--gate", "off", "--gate-scope", "region")
+    assert r.exit_code != 0 and "needs a blur gate" in str(r.exception)
+    (shoot / "sub").mkdir()
+    Image.open(shoot / "sharp.png").save(shoot / "sub" / "sharp.png")
+    r = _invoke("estimate", shoot, "-r", "--maps", tmp_path / "maps2")
+    assert r.exit_code != 0 and "would both write" in str(r.exception) and not (tmp_path / "maps2").exists()
+    r = _invoke("estimate", shoot / "sharp.png", shoot / "sharp.png", "--maps", tmp_path / "maps3", "--json", tmp_path / "twice.json")
+    assert r.exit_code == 0, r.output  # the same file twice is read once
+    assert len(json.loads((tmp_path / "twice.json").read_text())["images"]) == 1
+    (tmp_path / "afile").write_text("x")
+    r = _invoke("estimate", shoot / "sharp.png", "--maps", tmp_path / "afile")
+    assert r.exit_code != 0 and "not a folder" in str(r.exception)
 
 
 def test_blur_map_panel_draws_the_gate_lines():
@@ -616,13 +717,21 @@ def test_blur_map_panel_draws_the_gate_lines():
 
     img = np.full((120, 200, 3), 0.5, np.float32)
     px = np.tile(np.linspace(0.0, 19.9, 200, dtype=np.float32), (120, 1))  # 4 px at column 40, 6 px at 60
-    panel = blur_map_panel(img, px, (4.0, 6.0))
+    weights = np.clip((px - 4.0) / 2.0, 0.0, 1.0)
+    panel = blur_map_panel(img, px, weights)
     assert panel.shape[0] == 120 and panel.shape[1] > 200
     inner = panel[5:-5, :200]
     white, black = (inner == 255).all(axis=2), (inner == 0).all(axis=2)
     assert white[:, 36:45].any(axis=1).all() and black[:, 56:65].any(axis=1).all()  # the two gate lines
     assert not white[:, 45:].any() and not black[:, 65:].any()  # and no line along the image's own edges
-    plain = blur_map_panel(img, px, None)
+    plain = blur_map_panel(img, px)
     assert not (plain[5:-5, 5:195] == 255).all(axis=2).any()
     with pytest.raises(ValueError, match="does not match"):
-        blur_map_panel(img, px[:, :10], None)
+        blur_map_panel(img, px[:, :10])
+    # a large picture draws thick lines: still none along its edges
+    big = np.full((900, 2400, 3), 0.5, np.float32)
+    wb = np.zeros((900, 2400), np.float32)
+    wb[:, 1200:] = 1.0
+    panel = blur_map_panel(big, wb * 15.0, wb)[:, :2400]
+    lines = (panel == 255).all(axis=2) | (panel == 0).all(axis=2)
+    assert lines[:, 1150:1250].any() and not lines[:, :1100].any() and not lines[:, 1300:].any()

@@ -23,8 +23,9 @@ def estimate(
     gate_scope: opt.GateScope = opt.DEFAULT_GATE_SCOPE,
     maps: Annotated[
         Path | None,
-        typer.Option("--maps", help="Also write a map of the blur per region of each image here (STEM.blur.png): "
-                     "colour = estimated blur, lines at the gate's thresholds.", show_default=False),
+        typer.Option("--maps", help="Also write a map of the blur per region of each image into this folder "
+                     "(STEM.blur.png): colour = estimated blur; with a gate, a white line where the regional gate "
+                     "starts to deblur and a black one where it deblurs fully.", show_default=False),
     ] = None,
     sort: Annotated[bool, typer.Option("--sort", help="Most blurred first.")] = False,
     json_out: Annotated[
@@ -45,7 +46,7 @@ def estimate(
     from rich.console import Console
     from rich.table import Table
 
-    from deblur_cli.blur_extent import DEFAULT_GATE, TILE, BlurMeter, decide_gate, gate_weight, parse_gate
+    from deblur_cli.blur_extent import TILE, BlurMeter, decide_gate, gate_weight, parse_gate
     from deblur_cli.engine import split_image
     from deblur_cli.imageio import INPUT_EXTENSIONS, atomic_write_bytes, read_image
 
@@ -69,13 +70,30 @@ def estimate(
             files.append(p)
         else:
             raise DeblurError(f"{p}: no such file or folder")
+    region = gate_scope.value == "region"
+    if region and gate_px is None:
+        raise DeblurError("--gate-scope region needs a blur gate (it is off: give --gate auto or LO,HI)")
+    files = list(dict.fromkeys(files))  # a file given twice (a folder and a file in it) is read once
+    map_files: dict[Path, Path] = {}
     if maps is not None:
         if maps.exists() and not maps.is_dir():
             raise DeblurError(f"--maps {maps}: not a folder")
-        taken = [m for f in files if (m := maps / f"{f.stem}.blur.png").exists()]
+        writers: dict[str, Path] = {}  # lower-cased: a case-insensitive file system sees one name
+        for f in files:
+            m = maps / f"{f.stem}.blur.png"
+            if str(m).lower() in writers:
+                raise DeblurError(f"--maps: {writers[str(m).lower()]} and {f} would both write {m}; estimate them separately")
+            writers[str(m).lower()] = f
+            map_files[f] = m
+        taken = [m for m in map_files.values() if m.exists()]
         if taken and not overwrite:
             raise DeblurError(f"{len(taken)} map file(s) already exist (first: {taken[0]}); use --overwrite to replace them")
     meter = BlurMeter()
+    if maps is not None:  # after the meter loaded: damaged weights leave no empty folder behind
+        try:
+            maps.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeblurError(f"--maps {maps}: cannot create the folder ({exc.strerror or exc})") from None
     rows: list[dict[str, object]] = []
     failed: list[tuple[Path, str]] = []
     for f in files:
@@ -85,42 +103,42 @@ def estimate(
             failed.append((f, str(exc)))
             continue
         row: dict[str, object] = {"file": str(f)}
-        if gate_scope.value == "region" or maps is not None:
-            d = decide_gate(meter, rgb, *(gate_px or DEFAULT_GATE), scope="region")
-            blur = d.extent
-            lo, hi = d.extent_range or (blur, blur)
-            row["blur_range_px"] = [round(lo, 2), round(hi, 2)]
+        bm = meter.extent_map(rgb) if region or maps is not None else None  # once per image
+        if region:
+            d = decide_gate(meter, rgb, *gate_px, scope="region", blur_map=bm)  # type: ignore[misc]
+            blur, weight = d.extent, d.weight
+        else:
+            blur = meter.estimate(rgb).extent
+            weight = gate_weight(blur, *gate_px) if gate_px else 1.0
+        if bm is not None:
+            px = bm.extent_px()
+            row["blur_range_px"] = [round(float(px.min()), 2), round(float(px.max()), 2)]
             if maps is not None:
                 from deblur_cli.viz import blur_map_panel
 
-                bm = meter.extent_map(rgb)
-                px = cv2.resize(bm.extent_px(), (bm.log_extent.shape[1] * TILE, bm.log_extent.shape[0] * TILE),
-                                interpolation=cv2.INTER_LINEAR)[: rgb.shape[0], : rgb.shape[1]]  # fmt: skip
-                panel = blur_map_panel(rgb, px, gate_px)
-                maps.mkdir(parents=True, exist_ok=True)
+                full = cv2.resize(px, (px.shape[1] * TILE, px.shape[0] * TILE), interpolation=cv2.INTER_LINEAR)
+                weights = bm.weights(*gate_px) if gate_px else None
+                panel = blur_map_panel(rgb, full[: rgb.shape[0], : rgb.shape[1]], weights)
                 _, png = cv2.imencode(".png", np.ascontiguousarray(panel[:, :, ::-1]))
-                atomic_write_bytes(maps / f"{f.stem}.blur.png", png.tobytes(), overwrite=overwrite)
-        else:
-            blur = meter.estimate(rgb).extent
-        if gate_scope.value == "region" and gate_px:
-            weight = d.weight
-        else:
-            weight = gate_weight(blur, *gate_px) if gate_px else 1.0
-        by = " by region" if gate_scope.value == "region" and gate_px else ""
-        row.update({"blur_px": round(blur, 2), "gate": round(weight, 3),
-                    "action": ("deblur" if weight >= 1 else ("leave as is" if weight <= 0 else f"blend {weight:.0%}")) + by})  # fmt: skip
+                atomic_write_bytes(map_files[f], png.tobytes(), overwrite=overwrite)
+        partly = f"deblur in places ({weight:.0%})" if region else f"blend {weight:.0%}"
+        action = "deblur" if weight >= 1 else ("leave as is" if weight <= 0 else partly)
+        row.update({"blur_px": round(blur, 2), "gate": round(weight, 3), "action": action})
         rows.append(row)
     if sort:
         rows.sort(key=lambda r: -float(r["blur_px"]))  # type: ignore[arg-type]
     table = Table(title="estimated motion blur" + (f" (gate {gate_px[0]:g}-{gate_px[1]:g} px)" if gate_px else ""))
     table.add_column("file", overflow="fold")
     table.add_column("blur (px)", justify="right")
-    if any("blur_range_px" in r for r in rows):
+    ranged = any("blur_range_px" in r for r in rows)
+    if ranged:
         table.add_column("by region (px)", justify="right")
     table.add_column("deblur image would", justify="left")
     for r in rows:
         span = r.get("blur_range_px")
-        cells = [str(r["file"]), f"{r['blur_px']:.1f}"] + ([f"{span[0]:.1f}-{span[1]:.1f}" if span else ""] if any("blur_range_px" in x for x in rows) else [])  # type: ignore[index]
+        cells = [str(r["file"]), f"{r['blur_px']:.1f}"]
+        if ranged:
+            cells.append(f"{span[0]:.1f}-{span[1]:.1f}" if span else "")  # type: ignore[index]
         table.add_row(*cells, str(r["action"]))
     console = Console()
     console.print(table)

@@ -124,7 +124,7 @@ def folder(
         ),
         total=len(jobs),
     )
-    failed = _print_summary(results, input_dir, deblurrer.device_description)
+    failed = _print_summary(results, input_dir, deblurrer.device_description, deblurrer.gate_scope == "region")
     if failed:
         raise DeblurError(f"{failed} of {len(jobs)} image(s) failed (listed above)", exit_code=1)
 
@@ -165,8 +165,9 @@ def _run_with_progress(results: Iterable[FileResult], total: int) -> list[FileRe
     return done
 
 
-def _print_summary(results: list[FileResult], input_dir: Path, device: str) -> int:
-    """Summary table and the list of failures on stdout; returns the number of failures."""
+def _print_summary(results: list[FileResult], input_dir: Path, device: str, regional: bool = False) -> int:
+    """Summary table and the list of failures on stdout; returns the number of failures.
+    ``regional``: the regional gate ran (partly gated images were deblurred in places, not blended)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -186,7 +187,8 @@ def _print_summary(results: list[FileResult], input_dir: Path, device: str) -> i
         untouched = sum(r.gate <= 0 for r in gated)  # type: ignore[operator]
         blended = sum(0 < r.gate < 1 for r in gated)  # type: ignore[operator]
         table.add_row("deblurred", str(n_done - untouched - blended))
-        table.add_row("blended (blur gate)", str(blended))
+        partly = "deblurred in places (regional gate)" if regional else "blended (blur gate)"
+        table.add_row(partly, str(blended))
         table.add_row("left as they were (nearly sharp)", str(untouched))
     else:
         table.add_row("deblurred", str(n_done))

@@ -82,6 +82,8 @@ Gate = Annotated[
 ]
 #: Default of ``--gate`` in ``deblur image`` / ``deblur folder``.
 DEFAULT_GATE = "auto"
+
+
 class GateScopeName(str, Enum):
     """Where the blur gate reads the blur (``deblur_cli.blur_extent.GATE_SCOPES``)."""
 
@@ -94,8 +96,8 @@ GateScope = Annotated[
     typer.Option(
         "--gate-scope",
         help="Where the blur gate reads the blur: 'image' (one estimate per photograph) or 'region' "
-        "(per region, the gate applied pixel by pixel: for shake that blurs one part of a frame more than "
-        "another, or a sharp subject before a blurred background).",
+        "(every 96 px tile read, the gate applied pixel by pixel: for shake that blurs one part of a frame more "
+        "than another, or a sharp subject before a blurred background; costs about 0.3 s per 720p image more).",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
