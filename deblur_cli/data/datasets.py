@@ -7,6 +7,8 @@ never whole photographs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +145,32 @@ def find_pairs(data: Path) -> list[Pair]:
     return pairs
 
 
+def _blur_photos(
+    photos: Path,
+    out: Path,
+    max_side: int,
+    extents: tuple[float, ...],
+    seed: int,
+    suffix: str,
+    mix: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> list[Pair]:
+    """Each photo of ``photos`` centre-cropped to ``max_side``, blurred both ways (extents in
+    turn, fixed seed), ``mix(sharp, blurred)`` written to ``out/blur/<stem>_<suffix><kind>.png``
+    and the sharp photo to ``out/sharp``."""
+    rng = np.random.default_rng(seed)
+    (out / "blur").mkdir(parents=True, exist_ok=True)
+    (out / "sharp").mkdir(parents=True, exist_ok=True)
+    settings = BlurSettings()
+    for i, path in enumerate(list_images(photos)):
+        img = quantize(centre_crop(read_rgb(path), max_side))
+        for kind in ("linear", "shake"):
+            blurred = quantize(mix(img, degrade(img, rng, settings, kind=kind, extent=extents[i % len(extents)])))
+            name = f"{path.stem}_{suffix}{kind}.png"
+            for sub, im in (("blur", blurred), ("sharp", img)):
+                cv2.imwrite(str(out / sub / name), (im[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
+    return find_pairs(out)
+
+
 def make_heldout_set(
     photos: Path, out: Path, max_side: int = 512, extents: tuple[float, ...] = (9.0, 15.0, 21.0), seed: int = 1234
 ) -> list[Pair]:
@@ -152,18 +180,7 @@ def make_heldout_set(
     extents in turn (photo ``i`` gets ``extents[i % len]``), with a fixed seed, so the set is
     the same on every machine. No noise or JPEG: the set measures deblurring alone.
     """
-    rng = np.random.default_rng(seed)
-    (out / "blur").mkdir(parents=True, exist_ok=True)
-    (out / "sharp").mkdir(parents=True, exist_ok=True)
-    settings = BlurSettings()
-    for i, path in enumerate(list_images(photos)):
-        img = quantize(centre_crop(read_rgb(path), max_side))
-        for kind in ("linear", "shake"):
-            blurred = quantize(degrade(img, rng, settings, kind=kind, extent=extents[i % len(extents)]))
-            name = f"{path.stem}_{kind}.png"
-            for sub, im in (("blur", blurred), ("sharp", img)):
-                cv2.imwrite(str(out / sub / name), (im[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
-    return find_pairs(out)
+    return _blur_photos(photos, out, max_side, extents, seed, "", lambda sharp, blurred: blurred)
 
 
 def make_half_blurred_set(
@@ -173,18 +190,10 @@ def make_half_blurred_set(
     half stays sharp, with a 32 px soft seam between. Blur that differs across the frame (a
     sharp subject, a blurred side) is what a per-region gate is for; one estimate per photograph
     must choose between damaging the sharp half and leaving the blurred half alone."""
-    rng = np.random.default_rng(seed)
-    (out / "blur").mkdir(parents=True, exist_ok=True)
-    (out / "sharp").mkdir(parents=True, exist_ok=True)
-    settings = BlurSettings()
-    for i, path in enumerate(list_images(photos)):
-        img = quantize(centre_crop(read_rgb(path), max_side))
-        w = img.shape[1]
+
+    def right_half(sharp: np.ndarray, blurred: np.ndarray) -> np.ndarray:
+        w = sharp.shape[1]
         ramp = np.clip((np.arange(w, dtype=np.float32) - (w / 2 - 16)) / 32.0, 0.0, 1.0)[None, :, None]
-        for kind in ("linear", "shake"):
-            blurred = degrade(img, rng, settings, kind=kind, extent=extents[i % len(extents)])
-            mixed = quantize(img * (1.0 - ramp) + blurred * ramp)
-            name = f"{path.stem}_half{kind}.png"
-            for sub, im in (("blur", mixed), ("sharp", img)):
-                cv2.imwrite(str(out / sub / name), (im[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
-    return find_pairs(out)
+        return sharp * (1.0 - ramp) + blurred * ramp
+
+    return _blur_photos(photos, out, max_side, extents, seed, "half", right_half)
