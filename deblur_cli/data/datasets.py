@@ -8,7 +8,6 @@ never whole photographs.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from dataclasses import dataclass
 from pathlib import Path
 
