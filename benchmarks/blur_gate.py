@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from deblur_cli import Deblurrer
-    from deblur_cli.blur_extent import TILE, BlurMap, BlurMeter, pool_regions
+    from deblur_cli.blur_extent import BlurMeter, blur_map_from_readings
     from deblur_cli.data.datasets import find_pairs, read_rgb
 
     torch.set_num_threads(args.threads)
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if sigmas:
                 est, texture = meter.tile_readings(b)  # once; pooled per window
                 for sc, sigma in sigmas.items():
-                    pooled, g = pool_regions(est, texture, sigma / TILE)
-                    maps[sc] = BlurMap(pooled, (b.shape[0], b.shape[1]), float(np.expm1(g)))
+                    maps[sc] = blur_map_from_readings(est, texture, (b.shape[0], b.shape[1]), sigma)
             items.append((e, maps, b, d.deblur(b), s))
         results[folder] = score_gates(items, gates, scopes)
         ex = np.array(list(extents[folder].values()))

@@ -307,10 +307,15 @@ class BlurMeter:
     def extent_map(self, rgb: np.ndarray, sigma: float = REGION_SIGMA) -> BlurMap:
         """Per-region blur of an ``(H, W, 3)`` float RGB image in ``[0, 1]``: the per-tile
         readings pooled under a Gaussian window of ``sigma`` px (see :func:`pool_regions`)."""
-        h, w = rgb.shape[:2]
         est, texture = self.tile_readings(rgb)
-        pooled, g = pool_regions(est, texture, sigma / TILE, share=tile_shares(h, w))
-        return BlurMap(log_extent=pooled, size=(h, w), extent=max(0.0, math.expm1(g)))
+        return blur_map_from_readings(est, texture, (rgb.shape[0], rgb.shape[1]), sigma)
+
+
+def blur_map_from_readings(estimates: np.ndarray, texture: np.ndarray, size: tuple[int, int], sigma: float) -> BlurMap:
+    """The :class:`BlurMap` of an ``(H, W)`` photograph from its :meth:`BlurMeter.tile_readings`
+    (read once, pooled under several windows by ``benchmarks/blur_gate.py``)."""
+    pooled, g = pool_regions(estimates, texture, sigma / TILE, share=tile_shares(*size))
+    return BlurMap(log_extent=pooled, size=size, extent=max(0.0, math.expm1(g)))
 
 
 @dataclass(frozen=True)
