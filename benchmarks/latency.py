@@ -245,7 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--no-onednn-products",
         action="store_true",
-        help="filtering-module and attention products through torch.mm/bmm as before session 8 (not oneDNN)",
+        help="filtering-module and attention products through torch.mm/bmm as before session 8 (not oneDNN; "
+        "on Intel CPUs the filtering module's product is torch.mm by default since session 11)",
+    )
+    ap.add_argument(
+        "--onednn-products",
+        action="store_true",
+        help="the filtering module's product through oneDNN on every CPU (the default before session 11)",
     )
     args = ap.parse_args(argv)
     keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
@@ -256,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
 
         pixel_filter.GEMM_BY_ONEDNN = False
         attention.ONEDNN_MIX = False
+    if args.onednn_products:
+        if args.no_onednn_products:
+            ap.error("--onednn-products and --no-onednn-products exclude each other")
+        pixel_filter.GEMM_BY_ONEDNN = True
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         ap.error("--runs and --threads must be >= 1, --warmup >= 0")
 

@@ -340,6 +340,26 @@ def test_latency_script_quick(capsys):
     assert "`saphn-tiny`" in out and "DMPHN(1-2-4)" in out and "torch bf16" in out
 
 
+def test_compare_trees_times_both_trees_and_diffs_their_outputs(capsys):
+    import compare_trees
+
+    root = str(BENCH_DIR.parent)
+    compare_trees.main(["--before", root, "--after", root, "--variant", "saphn-tiny", "--size", "48x32",
+                        "--pairs", "2", "--runs", "1", "--warmup", "1", "--threads", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.count("pair ") == 2
+    # the same tree twice: the same seeded model and input, so the outputs agree exactly
+    assert "saphn-tiny 48x32" in out and "max abs output difference 0.00e+00" in out
+
+
+def test_compare_trees_refuses_a_folder_without_the_code(tmp_path):
+    import compare_trees
+
+    with pytest.raises(SystemExit) as err:
+        compare_trees.main(["--before", str(tmp_path), "--pairs", "1"])
+    assert err.value.code == 2
+
+
 def test_efficiency_counts_flops_of_both_families():
     import efficiency
 
@@ -467,3 +487,83 @@ def test_blur_gate_scopes_argument():
     for bad in ("region", "image:", "region:abc", "region:0", "region:inf", "tile:9"):
         with pytest.raises(argparse.ArgumentTypeError):
             blur_gate._scopes(bad)
+
+
+# --- session 11: the filtering module from its logits, the GEMM by CPU vendor ------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 13, 17), (2, 32, 9, 5), (1, 40, 1, 1)])
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("extra_heads", [0, 3])
+def test_filter_from_logits_equals_the_module_path(shape, k, extra_heads, monkeypatch):
+    """CPU inference straight from the meta-layer's logits, given as a channel slice of a wider
+    channels-last head (as the content-aware module passes them), equals the module's written-out
+    activations (taken when maps are requested) and the reference form."""
+    b, c, h, w = shape
+    kk = k * k
+    torch.manual_seed(0)
+    module = pf.PixelDependentFilter(c, k, max_offset=3.0)
+    heads = (torch.randn(b, 3 * kk + extra_heads, h, w) * 2).contiguous(memory_format=torch.channels_last)
+    raw = heads[:, : 3 * kk]
+    x = torch.randn(b, c, h, w).contiguous(memory_format=torch.channels_last)
+    calls = []
+    real = pf._filter_by_rows_from_logits
+    monkeypatch.setattr(pf, "_filter_by_rows_from_logits", lambda *a: calls.append(1) or real(*a))
+    with torch.inference_mode():
+        fast = module(x, raw=raw)
+        written = module(x, maps={}, raw=raw)
+        ref = pf.pixel_dependent_filter_reference(
+            x, 2 * torch.sigmoid(raw[:, :kk]), 3.0 * torch.tanh(raw[:, kk:]), module.weight, module.bias
+        )
+    assert calls == [1]  # the maps' call takes the written-out path
+    torch.testing.assert_close(fast, written, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, ref, atol=5e-5, rtol=1e-4)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_filter_from_logits_is_taken_only_for_plain_cpu_inference(monkeypatch):
+    """Not while autograd records, below the row gather's width, under autocast, or with the
+    kernels or the offsets switched off (Table 3 ablations, ``saphn-a``)."""
+    calls = []
+    real = pf._filter_by_rows_from_logits
+    monkeypatch.setattr(pf, "_filter_by_rows_from_logits", lambda *a: calls.append(1) or real(*a))
+    c = pf.ROW_GATHER_MIN_CHANNELS
+    x = torch.randn(1, c, 6, 7)
+    pf.PixelDependentFilter(c, 3)(x)  # autograd records
+    with torch.inference_mode():
+        pf.PixelDependentFilter(c - 1, 3)(x[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pf.PixelDependentFilter(c, 3)(x)
+        pf.PixelDependentFilter(c, 3, adaptive_kernel=False)(x)
+        pf.PixelDependentFilter(c, 3, adaptive_offset=False)(x)
+        assert calls == []
+        pf.PixelDependentFilter(c, 3)(x)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(("vendor", "onednn"), [("GenuineIntel", False), ("AuthenticAMD", True), ("", True)])
+def test_gemm_follows_the_cpu_vendor_unless_set(vendor, onednn, monkeypatch):
+    """MKL (torch.mm) on Intel CPUs, oneDNN elsewhere; an explicit setting wins; never while
+    autograd records."""
+    monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", None)
+    monkeypatch.setattr(pf, "cpu_vendor", lambda: vendor)
+    x = torch.zeros(1)
+    mkldnn = torch.backends.mkldnn.is_available()
+    with torch.inference_mode():
+        assert pf._onednn_gemm(x) is (onednn and mkldnn)
+        for setting in (True, False):
+            monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", setting)
+            assert pf._onednn_gemm(x) is (setting and mkldnn)
+    for setting in (True, None):  # autograd records: the plain product whatever the setting
+        monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", setting)
+        monkeypatch.setattr(pf, "cpu_vendor", lambda: "AuthenticAMD")
+        assert pf._onednn_gemm(x) is False
+
+
+def test_cpu_vendor_is_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nprocessor\t: 1\n")
+    assert pf.read_cpu_vendor(str(info)) == "AuthenticAMD"
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # ARM: no vendor_id
+    assert pf.read_cpu_vendor(str(info)) == ""
+    assert pf.read_cpu_vendor(str(tmp_path / "missing")) == ""

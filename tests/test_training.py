@@ -17,7 +17,7 @@ from deblur_cli.data.datasets import SyntheticPairs, find_pairs, make_heldout_se
 from deblur_cli.data.synthetic import BlurSettings, defocus, degrade, disk_psf, linear_psf, shake_warps
 from deblur_cli.evaluate import oracle_unsharp_mask, psnr, ssim
 from deblur_cli.models import create_model
-from deblur_cli.training.trainer import TrainConfig, learning_rate, restoration_loss, train
+from deblur_cli.training.trainer import PSNR_LOSS_FLOOR, TrainConfig, learning_rate, psnr_loss, restoration_loss, train
 
 runner = CliRunner()
 cli_main._register()
@@ -183,6 +183,38 @@ def test_loss_goes_down_on_a_fixed_batch(photos):
     # From the identity (zero heads) the tiny model fits a single batch steadily: >10 % in 60 steps.
     assert losses[-1] < 0.9 * losses[0]
     assert losses[-1] < min(losses[:10])
+
+
+def test_psnr_loss_is_minus_the_mean_psnr_in_db():
+    torch.manual_seed(0)
+    target = torch.rand(3, 3, 8, 9)
+    noise = torch.tensor([0.01, 0.05, 0.2]).reshape(3, 1, 1, 1)
+    pred = target + noise * torch.randn_like(target)
+    mse = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+    want = -(10 * torch.log10(1 / (mse + PSNR_LOSS_FLOOR))).mean()  # -mean PSNR, peak 1
+    assert psnr_loss(pred, target).item() == pytest.approx(want.item(), rel=1e-6)
+    # Each image counts the same in dB: the mean of the PSNRs, not the PSNR of the mean error.
+    assert psnr_loss(pred, target).item() < (10 * torch.log10(mse.mean())).item()
+    # Identical images: finite, at the 8-bit quantisation floor (about -59 dB).
+    assert psnr_loss(target, target).item() == pytest.approx(10 * math.log10(PSNR_LOSS_FLOOR))
+
+
+def test_psnr_loss_trains_a_fixed_batch(photos):
+    torch.manual_seed(0)
+    model = create_model("saphn-tiny")
+    blur, sharp = (torch.from_numpy(x) for x in SyntheticPairs(photos, crop=32, seed=0).batch(4))
+    cfg = TrainConfig(loss="psnr", level_weights=(0.25, 0.5, 1.0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    psnrs = []
+    for _ in range(60):
+        levels: list[torch.Tensor] = []
+        model(blur, levels=levels)
+        loss = restoration_loss(cfg, levels, sharp)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        psnrs.append(-psnr_loss(levels[-1].detach(), sharp).item())
+    assert psnrs[-1] > psnrs[0] + 0.5  # dB on the batch it trains on
 
 
 def _tiny_cfg(**kw) -> TrainConfig:

@@ -33,7 +33,7 @@ def train_cmd(
     schedule: Annotated[str, typer.Option("--schedule", help="step (halve every --lr-step) or cosine.", rich_help_panel=_DEFAULTS)] = "step",
     lr_step: Annotated[int, typer.Option("--lr-step", rich_help_panel=_DEFAULTS)] = 200_000,
     warmup: Annotated[int, typer.Option("--warmup", rich_help_panel=_DEFAULTS)] = 0,
-    loss: Annotated[str, typer.Option("--loss", help="mse or l1+fft.", rich_help_panel=_DEFAULTS)] = "mse",
+    loss: Annotated[str, typer.Option("--loss", help="mse, l1+fft or psnr (each image's -PSNR in dB, averaged).", rich_help_panel=_DEFAULTS)] = "mse",
     level_weights: Annotated[
         str, typer.Option("--level-weights", help="Loss weights of the level-3, -2, -1 estimates.", rich_help_panel=_DEFAULTS)
     ] = "0,0,1",
@@ -55,7 +55,7 @@ def train_cmd(
     from deblur_cli.device import resolve_device
     from deblur_cli.errors import DeblurError
     from deblur_cli.models import list_variants
-    from deblur_cli.training.trainer import TrainConfig, train
+    from deblur_cli.training.trainer import LOSSES, TrainConfig, train
 
     if (data is None) == (synthetic is None):
         raise DeblurError("give exactly one of --data (real pairs) or --synthetic (sharp photos)")
@@ -71,8 +71,8 @@ def train_cmd(
         assert len(weights) == 3
     except (ValueError, AssertionError):
         raise DeblurError(f"--level-weights takes three numbers, e.g. 0.25,0.5,1; got {level_weights!r}") from None
-    if schedule not in ("step", "cosine") or loss not in ("mse", "l1+fft"):
-        raise DeblurError("--schedule is step or cosine; --loss is mse or l1+fft")
+    if schedule not in ("step", "cosine") or loss not in LOSSES:
+        raise DeblurError(f"--schedule is step or cosine; --loss is one of {', '.join(LOSSES)}")
     dev = resolve_device(device)
     cfg = TrainConfig(model=model, crop=crop, batch=batch, steps=steps or 600_000, lr=lr, schedule=schedule,
                       lr_step=lr_step, warmup=warmup, loss=loss, level_weights=weights, grad_clip=grad_clip,

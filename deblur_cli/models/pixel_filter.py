@@ -31,6 +31,8 @@ are split into groups that form extra batch entries (:func:`_sampling_groups`).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -179,17 +181,57 @@ def _filter_by_grid_sample(x: Tensor, kernels: Tensor, offsets: Tensor, weight: 
 #: instead of 0.59 s.
 ROW_GATHER_MIN_CHANNELS = 32
 
-#: Compute the row gather's product with oneDNN (as a 1x1 convolution) instead of ``torch.mm``.
-#: Measured on an AMD EPYC (2 threads, torch 2.13): ``torch.mm`` (MKL) of a (1310, 3200) by
-#: (3200, 128) product 198 GFLOP/s, the same product as a channels-last 1x1 convolution 434
-#: GFLOP/s; the network's ordinary convolutions run at 470-530 GFLOP/s there through oneDNN.
-GEMM_BY_ONEDNN = True
+#: Compute the row gather's product with oneDNN (as a 1x1 convolution) instead of ``torch.mm``
+#: (MKL): ``True``, ``False``, or ``None`` for the rule of :func:`_onednn_gemm`.
+GEMM_BY_ONEDNN: bool | None = None
 
 
 def _onednn_gemm(x: Tensor) -> bool:
     """Whether :func:`_gather_and_multiply` multiplies through oneDNN: inference (no autograd)
-    on a CPU build with oneDNN, and :data:`GEMM_BY_ONEDNN` set."""
-    return GEMM_BY_ONEDNN and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()
+    on a CPU build with oneDNN, and :data:`GEMM_BY_ONEDNN` set, or left at ``None`` on any
+    CPU not known to be Intel's (unknown vendors keep the earlier default, oneDNN).
+
+    Why by vendor: MKL, behind ``torch.mm`` in torch's x86 builds, is Intel's library and takes
+    its fast code paths on Intel CPUs only. Measured with 2 threads, torch 2.13: on an AMD EPYC
+    (session 8) ``torch.mm`` of a (1310, 3200) by (3200, 128) product ran at 198 GFLOP/s and the
+    same product as a channels-last 1x1 convolution at 434; on Intel Xeons (sessions 9 and 11)
+    MKL was the faster one (334 against 294 GFLOP/s for 2048x2048; ``saphn-s``'s products 15
+    against 20 ms per filtering module at 720p). The rule reads the vendor only, so the choice
+    (and the output, which can differ in the last bit between the two) is the same on every
+    run of a machine. The attention's Eq. 9 mixing (:data:`~deblur_cli.models.attention.ONEDNN_MIX`)
+    has its own, vendor-blind rule.
+    """
+    if torch.is_grad_enabled() or not torch.backends.mkldnn.is_available():
+        return False
+    if GEMM_BY_ONEDNN is not None:
+        return GEMM_BY_ONEDNN
+    return cpu_vendor() != "GenuineIntel"
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """This machine's CPU vendor string (``GenuineIntel``, ``AuthenticAMD``, ...): from
+    ``/proc/cpuinfo`` on Linux (:func:`read_cpu_vendor`), else from ``platform.processor()``
+    where it names one (Windows does: "Intel64 Family 6 ... GenuineIntel"); ``""`` if unknown."""
+    vendor = read_cpu_vendor()
+    if not vendor:
+        import platform
+
+        vendor = next((v for v in ("GenuineIntel", "AuthenticAMD") if v in platform.processor()), "")
+    return vendor
+
+
+def read_cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The first ``vendor_id`` of a Linux ``cpuinfo`` file; ``""`` where the file does not exist
+    (macOS, Windows) or names none (ARM)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def cpu_inference(x: Tensor) -> bool:
@@ -231,33 +273,50 @@ def tap_corners(offsets: Tensor, kernels: Tensor, kernel_size: int) -> tuple[Ten
     """
     b, _, h, w = offsets.shape
     kk = kernel_size * kernel_size
-    r = (kernel_size - 1) // 2
-    p = _BORDER
-    dtype, device = offsets.dtype, offsets.device
-    taps = torch.arange(kernel_size, dtype=dtype, device=device) - r
     # (B, H, W, KK, 2); a view when the offsets are channels-last (the CPU backend's layout)
     off = offsets.permute(0, 2, 3, 1).reshape(b, h, w, kk, 2)
+    return _corners(off[..., 0], off[..., 1], kernels.permute(0, 2, 3, 1), kernel_size)
+
+
+def _corners(dy: Tensor, dx: Tensor, v: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]:
+    """:func:`tap_corners` from pixel-major maps: ``dy``, ``dx`` and ``v`` are ``(B, H, W, K*K)``
+    (offsets in pixels and kernel values, any strides). Same results as :func:`tap_corners`."""
+    b, h, w, kk = v.shape
+    r = (kernel_size - 1) // 2
+    p = _BORDER
+    dtype, device = dy.dtype, dy.device
+    taps = torch.arange(kernel_size, dtype=dtype, device=device) - r
     ys = torch.arange(h, dtype=dtype, device=device).reshape(1, h, 1, 1)
     xs = torch.arange(w, dtype=dtype, device=device).reshape(1, 1, w, 1)
-    pos_y = (off[..., 0] + (ys + taps.repeat_interleave(kernel_size))).clamp_(-1.0, h)  # (B, H, W, KK)
-    pos_x = (off[..., 1] + (xs + taps.repeat(kernel_size))).clamp_(-1.0, w)
+    pos_y = (dy + (ys + taps.repeat_interleave(kernel_size))).clamp_(-1.0, h)  # (B, H, W, KK)
+    pos_x = (dx + (xs + taps.repeat(kernel_size))).clamp_(-1.0, w)
     y0, x0 = torch.floor(pos_y), torch.floor(pos_x)
     wp = w + 2 * p
     # Row of the top-left corner, exact in float32 below 2**24 rows (a 268-megapixel input at
     # quarter resolution), then int32 like the other corners: +1 (right), +wp (below).
     image = torch.arange(b, dtype=dtype, device=device).reshape(b, 1, 1, 1) * ((h + 2 * p) * wp) + (p * wp + p)
     top_left = (y0 * wp + x0 + image).to(torch.int32)
-    step = torch.tensor([0, 1, wp, wp + 1], dtype=torch.int32, device=device)
-    indices = top_left.unsqueeze(-1) + step  # (B, H, W, KK, 4)
+    # The corners interleaved in a trailing dim of 4, written as four strided passes over whole
+    # maps: a broadcast add (or a stack) over such a short trailing dim does not vectorise and
+    # cost 1.5-2x as much (session 11, 180x320x9 taps: 3.1 ms against 1.8 ms).
+    indices = torch.empty(b, h, w, kk, 4, dtype=torch.int32, device=device)
+    for i, step in enumerate((0, 1, wp, wp + 1)):
+        torch.add(top_left, step, out=indices[..., i])
     fy, fx = pos_y - y0, pos_x - x0  # (B, H, W, KK); gradients flow through these
     # The bilinear weights with V folded in, corners TL, TR, BL, BR: each product over whole
-    # (B, H, W, KK) maps, then one interleaving stack. (A broadcast outer product over (2, 1) x
-    # (1, 2) trailing dims computed the same values 2-3x slower: the kernels do not vectorise
-    # over such short dims.)
-    v = kernels.permute(0, 2, 3, 1)  # (B, H, W, KK)
+    # (B, H, W, KK) maps. (A broadcast outer product over (2, 1) x (1, 2) trailing dims computed
+    # the same values 2-3x slower: the kernels do not vectorise over such short dims.)
     below = fy * v
     above = v - below
-    weights = torch.stack((above - above * fx, above * fx, below - below * fx, below * fx), dim=-1)
+    above_r, below_r = above * fx, below * fx
+    if torch.is_grad_enabled():  # autograd cannot record out= writes: one interleaving stack
+        weights = torch.stack((above - above_r, above_r, below - below_r, below_r), dim=-1)
+    else:
+        weights = torch.empty(b, h, w, kk, 4, dtype=dtype, device=device)
+        torch.sub(above, above_r, out=weights[..., 0])
+        weights[..., 1].copy_(above_r)
+        torch.sub(below, below_r, out=weights[..., 2])
+        weights[..., 3].copy_(below_r)
     return indices.reshape(-1, 4), weights.reshape(-1, 4)
 
 
@@ -279,14 +338,49 @@ def _filter_by_rows(x: Tensor, kernels: Tensor, offsets: Tensor, weight: Tensor,
     a chunk of pixels is a ``(pixels, K*K*C)`` matrix (an im2col of the deformed taps), and Eq. 11
     is then a single product with ``W`` as a ``(K*K*C, C_out)`` matrix: one large GEMM per
     chunk instead of ``K*K`` thin ones (session 4, ``saphn``'s 128 channels, K=5, 320x180:
-    0.26 s vs 0.31 s; since session 8 the product runs through oneDNN, see
-    :data:`GEMM_BY_ONEDNN`: 0.20 s for the whole module there).
+    0.26 s vs 0.31 s; since session 8 the product runs through oneDNN on CPUs other than
+    Intel's, see :func:`_onednn_gemm`: 0.20 s for the whole module on an AMD EPYC).
     Same arguments and result as :func:`pixel_dependent_filter`. The result is computed
     channels-last; it is returned as that view when ``x`` is channels-last (the CPU backend's
     layout, so no copy either way) and copied to NCHW otherwise.
     """
     k = weight.shape[-1]
     indices, weights = tap_corners(offsets, kernels, k)  # (P*KK, 4) each: pixel-major, tap-minor
+    return _gather_and_multiply(x, _bordered_rows(x, _BORDER), indices, weights, weight, bias)
+
+
+def _filter_by_rows_from_logits(
+    x: Tensor, raw: Tensor, max_offset: float, weight: Tensor, bias: Tensor | None
+) -> Tensor:
+    """Eq. 11 on the CPU path of :func:`_filter_by_rows`, from the meta-layer's logits.
+
+    ``raw`` ``(B, 3*K*K, H, W)``: kernel logits, then ``(dy, dx)`` logits per tap (read from the
+    end, as the module reads them); usually a
+    channel slice of the content-aware module's shared head convolution, channels-last. The
+    module's own activations (``V = 2 sigmoid``, ``delta = Delta_max tanh``) read such a slice
+    with a stride of the head's channel count, where the element-wise kernels fall back to
+    scalar code (session 11, 180x320, 9 + 18 of 30 channels: 5.7 ms); copying each group of
+    channels to a dense map first lets them vectorise (1.5 ms), and splitting ``dy`` from ``dx``
+    here gives :func:`_corners` dense inputs too. Values equal the module's within float
+    rounding (the vectorised ``tanh``/``sigmoid`` round differently in the last bit).
+
+    Args:
+        x: ``(B, C, H, W)``; max_offset: ``Delta_max``; weight: ``(C_out, C, K, K)``; bias: ``(C_out,)``.
+
+    Returns:
+        as :func:`pixel_dependent_filter`.
+    """
+    k = weight.shape[-1]
+    kk = k * k
+    cl = torch.channels_last
+
+    def dense(t: Tensor) -> Tensor:  # (B, n, H, W) channel slice -> dense, as (B, H, W, n)
+        return t.contiguous(memory_format=cl).permute(0, 2, 3, 1)
+
+    v = torch.sigmoid(dense(raw[:, :kk])).mul_(2.0)
+    dy = torch.tanh(dense(raw[:, -2 * kk :: 2])).mul_(max_offset)
+    dx = torch.tanh(dense(raw[:, 1 - 2 * kk :: 2])).mul_(max_offset)
+    indices, weights = _corners(dy, dx, v, k)
     return _gather_and_multiply(x, _bordered_rows(x, _BORDER), indices, weights, weight, bias)
 
 
@@ -323,7 +417,7 @@ def _gather_and_multiply(
     if onednn:
         # The product as a 1x1 convolution over a channels-last (1, K*K*C, 1, pixels) view of the
         # chunk: oneDNN's GEMM, 2-2.4x the throughput of torch.mm (MKL) on AMD CPUs (see
-        # GEMM_BY_ONEDNN); the same arithmetic, summed in another order.
+        # _onednn_gemm); the same arithmetic, summed in another order.
         w_conv = weight.permute(0, 2, 3, 1).reshape(c_out, kk * c, 1, 1)  # input t*C + c_in
     else:
         w_all = weight.permute(2, 3, 1, 0).reshape(kk * c, c_out)  # row t*C + c_in = W[:, c_in, ky, kx]
@@ -497,6 +591,10 @@ class PixelDependentFilter(nn.Module):
         ``(B, 2*K*K, H, W)`` (dy, dx per tap) are stored in it under ``prefix``. ``raw`` is
         ``self.meta(x)`` when the caller has computed it already (the content-aware module
         runs it in one convolution with its other heads on ``x``).
+
+        CPU inference without ``maps`` (and without autocast) takes
+        :func:`_filter_by_rows_from_logits`; asking for maps computes the activations as
+        written here, which can change the output in the last bit (about 1e-7).
         """
         if self.meta is None:
             y = F.conv2d(x, self.weight, self.bias, padding=self.kernel_size // 2)
@@ -505,6 +603,8 @@ class PixelDependentFilter(nn.Module):
         if raw is None:
             raw = self.meta(x)
         b, _, h, w = x.shape
+        if maps is None and self.adaptive_kernel and self.adaptive_offset and _rows_path(x) and not _autocast_on(x):
+            return _filter_by_rows_from_logits(x, raw, self.max_offset, self.weight, self.bias)
         if self.adaptive_kernel:
             kernels = 2.0 * torch.sigmoid(raw[:, :kk])  # in (0, 2), 1 at initialisation
         else:

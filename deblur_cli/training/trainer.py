@@ -43,7 +43,7 @@ class TrainConfig:
     lr_step: int = 200_000
     lr_min: float = 1e-6
     warmup: int = 0
-    loss: str = "mse"  # "mse" or "l1+fft"
+    loss: str = "mse"  # one of LOSSES
     fft_weight: float = 0.1
     level_weights: tuple[float, float, float] = (0.0, 0.0, 1.0)  # loss weights of y3, y2, y1
     grad_clip: float = 0.0
@@ -83,6 +83,35 @@ def fft_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean()
 
 
+#: The training losses: the paper's MSE (as DMPHN); L1 plus 0.1 x the L1 of the spectra; and the
+#: PSNR loss (as NAFNet trains), the mean over the batch of each sample's -PSNR in dB.
+LOSSES = ("mse", "l1+fft", "psnr")
+
+#: The mean squared error of 8-bit quantisation, (1/255)^2 / 12, added to every sample's error in
+#: the PSNR loss: differences below it are not measurable on 8-bit images (it caps a sample at
+#: about 59 dB), and it keeps the logarithm finite where input and target are the same picture.
+PSNR_LOSS_FLOOR = (1.0 / 255.0) ** 2 / 12.0
+
+
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``10 log10(MSE_i + floor)``: each sample's negative PSNR (peak 1)
+    in dB, so every image weighs the same in decibels, the unit the evaluation averages.
+
+    Why: a mean L1 or MSE over the batch lets the largest errors (the most blurred crops) set
+    the gradient, while the evaluation scores each image's PSNR gain; the gradient of the log
+    weights each sample by ``1 / MSE_i``, so a crop that is already nearly right counts as much
+    per decibel as a heavily blurred one.
+
+    Args:
+        pred, target: ``(B, 3, H, W)``.
+
+    Returns:
+        a scalar (lower is better; ``-PSNR`` averaged over the batch).
+    """
+    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(mse + PSNR_LOSS_FLOOR).mean()
+
+
 def restoration_loss(cfg: TrainConfig, levels: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
     """Weighted sum over the level estimates ``[y3, y2, y1]`` of the configured loss."""
     total = target.new_zeros(())
@@ -93,6 +122,8 @@ def restoration_loss(cfg: TrainConfig, levels: list[torch.Tensor], target: torch
             term = F.mse_loss(pred, target)
         elif cfg.loss == "l1+fft":
             term = F.l1_loss(pred, target) + cfg.fft_weight * fft_l1(pred, target)
+        elif cfg.loss == "psnr":
+            term = psnr_loss(pred, target)
         else:
             raise ValueError(f"unknown loss {cfg.loss!r}")
         total = total + w * term
