@@ -47,6 +47,9 @@ def worker(root: Path, variant: str, size: tuple[int, int], runs: int, warmup: i
     run = torch_runner(build_models([variant], [])[variant], bf16=False)
     w, h = size
     x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    # The timing loop is written out here, not imported (backends.seconds is the same loop):
+    # only latency.py's model builder is taken from the tree under test, so that the loop is
+    # the same code for both trees and older trees need nothing else.
     for _ in range(warmup):
         y = run(x)
     times = []
