@@ -16,6 +16,12 @@ Run from the repository root::
 
     python runs/select_weights.py --run runs/saphn-s.crop192 --worse-tol 0.05 runs/saphn-s.crop192/snapshots/*.safetensors
 
+With ``--bootstrap N`` (run 12's rule, ``runs/recipe_saphn_s_psnr192.py``) the hand-set 0.1 dB margin
+gives way to a test: the best eligible candidate replaces B if its score is above B's and the
+photograph-level paired bootstrap of its score minus B's (N resamples of the validation
+photographs, seed 0, :mod:`deblur_cli.bootstrap`) has its 0.05 / k quantile above 0, k being
+the number of eligible candidates (Bonferroni).
+
 Each candidate's per-pair gains are cached in ``RUN/selection.json`` (keyed by the file's
 sha256), so the script can be rerun as snapshots arrive.
 """
@@ -26,7 +32,10 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from deblur_cli.blur_extent import checked_bundled_path, parse_gate
+from deblur_cli.bootstrap import resampled_means
 from deblur_cli.data.datasets import find_pairs
 from deblur_cli.engine import Deblurrer
 from deblur_cli.evaluate import evaluate
@@ -56,40 +65,80 @@ def figures(m: dict, worse_tol: float) -> dict:
     return {"G": sum(g) / len(g), "W": sum(x < -worse_tol for x in g), "S": sum(s) / len(s)}
 
 
+def score_difference_samples(m: dict, b: dict, n: int, seed: int = 0) -> np.ndarray:
+    """``(n,)`` bootstrap samples of score(m) - score(b), photographs resampled with their pairs."""
+    dval = {k: m["val"][k] - b["val"][k] for k in b["val"]}
+    dnear = {k: m["near"][k] - b["near"][k] for k in b["near"]}
+    return resampled_means([dval, dnear], n=n, seed=seed).mean(axis=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="run directory (holds the cache)")
     ap.add_argument("--worse-tol", type=float, default=0.05)
     ap.add_argument("--gate", default="off", help="'off' or 'LO,HI' px: measure behind the blur gate")
     ap.add_argument("--meter", type=Path, help="blur-meter weights for --gate (default: the bundled meter)")
+    ap.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run 12's rule: a Bonferroni-bounded photograph bootstrap (N resamples) instead of the 0.1 dB margin",
+    )
     ap.add_argument("candidates", nargs="*", type=Path)
     args = ap.parse_args()
     cache_path = args.run / "selection.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     rows = {}
+    gains = {}
     gate = parse_gate(args.gate)
     if args.meter is not None and gate is None:
         ap.error("--meter needs --gate LO,HI (without a gate no meter is read)")
     # Behind the gate the figures depend on the meter too, the bundled one included (it was
     # replaced in session 8): the key names the meter's sha256 whichever meter it is.
-    suffix = "" if gate is None else f"|gate={gate[0]:g},{gate[1]:g}|meter={sha256_file(args.meter or checked_bundled_path())}"
+    suffix = (
+        ""
+        if gate is None
+        else f"|gate={gate[0]:g},{gate[1]:g}|meter={sha256_file(args.meter or checked_bundled_path())}"
+    )
     for w in [None, *args.candidates]:
         key = sha256_file(BUNDLED if w is None else w) + suffix
         if key not in cache or "val" not in cache[key]:
             cache[key] = measure(w, gate, args.meter)
             cache_path.write_text(json.dumps(cache, indent=1))
         rows["bundled (B)" if w is None else str(w)] = figures(cache[key], args.worse_tol)
+        gains["bundled (B)" if w is None else str(w)] = cache[key]
     b = rows["bundled (B)"]
     b_score = (b["G"] + b["S"]) / 2
-    best, best_score = "bundled (B)", b_score
+    eligible = {n: r["W"] <= b["W"] and r["G"] >= b["G"] - 0.1 for n, r in rows.items()}
+    k = max(1, sum(v for n, v in eligible.items() if n != "bundled (B)"))
+    q = 0.05 / k
     print("gate:", "off" if gate is None else f"{gate[0]:g}-{gate[1]:g} px", f"meter: {args.meter or 'bundled'}")
-    print(f"{'candidate':62s} {'G':>6s} {'W':>3s} {'S':>6s} {'score':>6s} eligible")
+    extra = f" {'low ' + format(q, '.3g'):>10s}" if args.bootstrap else ""
+    print(f"{'candidate':62s} {'G':>6s} {'W':>3s} {'S':>6s} {'score':>6s}{extra} eligible")
+    scores, lows = {}, {}
     for name, r in rows.items():
-        score = (r["G"] + r["S"]) / 2
-        eligible = r["W"] <= b["W"] and r["G"] >= b["G"] - 0.1
-        print(f"{name:62s} {r['G']:+6.2f} {r['W']:3d} {r['S']:+6.2f} {score:+6.2f} {'yes' if eligible else 'no'}")
-        if eligible and name != "bundled (B)" and score > best_score and score >= b_score + 0.1:
-            best, best_score = name, score
+        scores[name] = (r["G"] + r["S"]) / 2
+        if args.bootstrap and name != "bundled (B)":
+            lows[name] = float(
+                np.quantile(score_difference_samples(gains[name], gains["bundled (B)"], args.bootstrap), q)
+            )
+        cell = "" if not args.bootstrap else f" {format(lows[name], '+.3f') if name in lows else '-':>10s}"
+        print(
+            f"{name:62s} {r['G']:+6.2f} {r['W']:3d} {r['S']:+6.2f} {scores[name]:+6.2f}{cell} {'yes' if eligible[name] else 'no'}"
+        )
+    # The best eligible candidate by score is the one tested; if it fails, B stays (a runner-up
+    # that passes is not tried: that would be a second test).
+    top = max((n for n in rows if eligible[n] and n != "bundled (B)"), key=scores.__getitem__, default=None)
+    best = "bundled (B)"
+    if top is not None and scores[top] > b_score:
+        margin_met = lows[top] > 0 if args.bootstrap else scores[top] >= b_score + 0.1
+        best = top if margin_met else best
+    best_score = scores[best]
+    if args.bootstrap:
+        print(
+            f"bootstrap: {args.bootstrap} photograph resamples, seed 0; low = the {q:.3g} quantile of score - score(B) (k = {k})"
+        )
     print(f"choice: {best} (score {best_score:+.2f})")
 
 

@@ -288,10 +288,13 @@ def test_cli_eval_and_json(photos, tmp_path, tiny_weights):
     make_heldout_set(photos, held, max_side=40)
     out = tmp_path / "r.json"
     res = runner.invoke(cli_main.app, ["eval", "--data", str(held), "--weights", str(tiny_weights), "--device", "cpu",
-                                       "--json", str(out), "--usm"])  # fmt: skip
+                                       "--json", str(out), "--usm", "--ci"])  # fmt: skip
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert data["summary"]["count"] == 6 and len(data["rows"]) == 6
+    ci = data["gain_interval"]  # 3 photographs, each blurred twice: 3 clusters, not 6
+    assert ci["clusters"] == 3 and ci["low"] <= data["summary"]["gain"] <= ci["high"] and ci["low"] < ci["high"]
+    assert "95 % interval" in res.output
     assert data["summary"]["psnr_usm"] >= data["summary"]["psnr_in"]
     assert "PSNR out" in res.output
     again = runner.invoke(cli_main.app, ["eval", "--data", str(held), "--weights", str(tiny_weights), "--json", str(out)])

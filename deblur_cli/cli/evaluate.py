@@ -44,6 +44,11 @@ def evaluate_cmd(
         bool,
         typer.Option("--usm/--no-usm", help="Also score unsharp masking tuned per image with the sharp image as oracle."),
     ] = False,
+    ci: Annotated[
+        bool,
+        typer.Option("--ci/--no-ci", help="Also give a 95 % bootstrap interval of the mean gain, resampling scenes "
+                     "(GoPro layout) or photographs (our <photo>_linear/_shake sets), not single pairs."),
+    ] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N pairs.")] = None,
     overwrite: opt.Overwrite = False,
 ) -> None:
@@ -100,8 +105,19 @@ def evaluate_cmd(
     if usm:
         line += f"; beats oracle unsharp masking on {s.beats_usm}/{s.count}"
     Console().print(line)
+    payload = {"model": d.model_info, "device": d.device_description, "data": str(data),
+               "summary": s.to_dict(), "rows": [dict(vars(r), gain=r.gain) for r in rows]}  # fmt: skip
+    if ci:
+        from deblur_cli.bootstrap import BOOTSTRAP_RESAMPLES, cluster_of, mean_interval
+
+        clusters = len({cluster_of(r.name) for r in rows})
+        lo, hi = mean_interval({r.name: r.gain for r in rows}, level=0.95)
+        Console().print(f"mean gain {s.gain:+.2f} dB, 95 % interval {lo:+.2f} to {hi:+.2f} dB "
+                        f"({BOOTSTRAP_RESAMPLES} resamples of {clusters} scenes or photographs)")  # fmt: skip
+        if clusters < 5:
+            Console(stderr=True).print(f"deblur: note: only {clusters} clusters; the interval is rough")
+        payload["gain_interval"] = {"level": 0.95, "low": lo, "high": hi, "clusters": clusters,
+                                    "resamples": BOOTSTRAP_RESAMPLES, "seed": 0}  # fmt: skip
     if json_out is not None:
-        payload = {"model": d.model_info, "device": d.device_description, "data": str(data),
-                   "summary": s.to_dict(), "rows": [dict(vars(r), gain=r.gain) for r in rows]}  # fmt: skip
         json_out.write_text(json.dumps(payload, indent=1, default=str))
         Console(stderr=True).print(f"wrote {json_out}")
