@@ -35,8 +35,7 @@ def cluster_of(name: str) -> str:
     and ``photo_shake.png`` share ``photo``), otherwise the pair itself."""
     if "/" in name:
         return name.split("/", 1)[0]
-    stem = OWN_SET_SUFFIX.sub("", name)
-    return stem if stem != name else name
+    return OWN_SET_SUFFIX.sub("", name)
 
 
 def resampled_means(
@@ -60,12 +59,16 @@ def resampled_means(
         set's clusters (only possible when some cluster is missing from that set).
 
     Raises:
-        ValueError: an empty set, or ``n < 1``.
+        ValueError: an empty set, a value that is not finite (a PSNR of identical images is
+            infinite: every resample holding it would be too), or ``n < 1``.
     """
     if n < 1:
         raise ValueError("n must be at least 1")
     if not sets or any(len(s) == 0 for s in sets):
         raise ValueError("every set needs at least one value")
+    bad = [k for s in sets for k, v in s.items() if not np.isfinite(v)]
+    if bad:
+        raise ValueError(f"{bad[0]}: value is not finite (identical images?)")
     names = sorted({cluster(k) for s in sets for k in s})
     index = {c: i for i, c in enumerate(names)}
     sums = np.zeros((len(names), len(sets)))  # (C, K)
@@ -81,7 +84,12 @@ def resampled_means(
 
 
 def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval holding ``level`` of ``samples`` (NaNs dropped), as ``(low, high)``."""
+    """Percentile interval holding ``level`` of ``samples`` (NaNs dropped), as ``(low, high)``.
+
+    The percentile bootstrap's spread is the plug-in standard error, sqrt((C - 1) / C) of the
+    usual one for C clusters: with 10 photographs the interval is about 5 % narrower than a
+    t-interval would be, and covers somewhat less than ``level``.
+    """
     if not 0.0 < level < 1.0:
         raise ValueError("level must be in (0, 1)")
     s = np.asarray(samples, dtype=np.float64)

@@ -87,6 +87,8 @@ def main() -> None:
     )
     ap.add_argument("candidates", nargs="*", type=Path)
     args = ap.parse_args()
+    if args.bootstrap < 0:
+        ap.error("--bootstrap N needs N >= 1 (0: the 0.1 dB margin)")
     cache_path = args.run / "selection.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     rows = {}
@@ -108,38 +110,50 @@ def main() -> None:
             cache_path.write_text(json.dumps(cache, indent=1))
         rows["bundled (B)" if w is None else str(w)] = figures(cache[key], args.worse_tol)
         gains["bundled (B)" if w is None else str(w)] = cache[key]
-    b = rows["bundled (B)"]
-    b_score = (b["G"] + b["S"]) / 2
-    eligible = {n: r["W"] <= b["W"] and r["G"] >= b["G"] - 0.1 for n, r in rows.items()}
-    k = max(1, sum(v for n, v in eligible.items() if n != "bundled (B)"))
-    q = 0.05 / k
+    c = choose(rows, gains, args.bootstrap)
     print("gate:", "off" if gate is None else f"{gate[0]:g}-{gate[1]:g} px", f"meter: {args.meter or 'bundled'}")
-    extra = f" {'low ' + format(q, '.3g'):>10s}" if args.bootstrap else ""
+    extra = f" {'low ' + format(c['q'], '.3g'):>10s}" if args.bootstrap else ""
     print(f"{'candidate':62s} {'G':>6s} {'W':>3s} {'S':>6s} {'score':>6s}{extra} eligible")
-    scores, lows = {}, {}
     for name, r in rows.items():
-        scores[name] = (r["G"] + r["S"]) / 2
-        if args.bootstrap and name != "bundled (B)":
-            lows[name] = float(
-                np.quantile(score_difference_samples(gains[name], gains["bundled (B)"], args.bootstrap), q)
-            )
-        cell = "" if not args.bootstrap else f" {format(lows[name], '+.3f') if name in lows else '-':>10s}"
-        print(
-            f"{name:62s} {r['G']:+6.2f} {r['W']:3d} {r['S']:+6.2f} {scores[name]:+6.2f}{cell} {'yes' if eligible[name] else 'no'}"
-        )
-    # The best eligible candidate by score is the one tested; if it fails, B stays (a runner-up
-    # that passes is not tried: that would be a second test).
-    top = max((n for n in rows if eligible[n] and n != "bundled (B)"), key=scores.__getitem__, default=None)
-    best = "bundled (B)"
-    if top is not None and scores[top] > b_score:
-        margin_met = lows[top] > 0 if args.bootstrap else scores[top] >= b_score + 0.1
-        best = top if margin_met else best
-    best_score = scores[best]
+        low = c["lows"].get(name)
+        cell = "" if not args.bootstrap else f" {'-' if low is None else format(low, '+.3f'):>10s}"
+        flag = "yes" if c["eligible"][name] else "no"
+        print(f"{name:62s} {r['G']:+6.2f} {r['W']:3d} {r['S']:+6.2f} {c['scores'][name]:+6.2f}{cell} {flag}")
     if args.bootstrap:
-        print(
-            f"bootstrap: {args.bootstrap} photograph resamples, seed 0; low = the {q:.3g} quantile of score - score(B) (k = {k})"
-        )
-    print(f"choice: {best} (score {best_score:+.2f})")
+        print(f"bootstrap: {args.bootstrap} photograph resamples, seed 0; "
+              f"low = the {c['q']:.3g} quantile of score - score(B) (k = {c['k']})")  # fmt: skip
+    print(f"choice: {c['best']} (score {c['scores'][c['best']]:+.2f})")
+
+
+def choose(rows: dict, gains: dict, bootstrap: int = 0) -> dict:
+    """The rule. ``rows``: name -> figures (G, W, S), ``gains``: name -> per-pair gains, both
+    with the bundled weights under ``"bundled (B)"``. Eligible: W <= W(B), G >= G(B) - 0.1.
+    The best eligible candidate by score (the first named on a tie) is the one tested; if it
+    fails, B stays (trying a runner-up would be a second test). It must score above B and
+    then, with ``bootstrap`` = N > 0, have the 0.05 / k quantile of N resamples of
+    score - score(B) above 0 (k eligible candidates, B not counted; a quantile of exactly 0
+    fails); without, beat B's score by at least 0.1 dB.
+
+    Returns a dict: ``best`` (a name), ``scores``, ``eligible``, ``lows`` (the quantiles, with
+    ``bootstrap``), ``k`` and ``q``.
+    """
+    B = "bundled (B)"
+    b = rows[B]
+    scores = {n: (r["G"] + r["S"]) / 2 for n, r in rows.items()}
+    eligible = {n: r["W"] <= b["W"] and r["G"] >= b["G"] - 0.1 for n, r in rows.items()}
+    k = max(1, sum(v for n, v in eligible.items() if n != B))
+    q = 0.05 / k
+    lows = {}
+    if bootstrap:
+        for n in rows:
+            if n != B:
+                lows[n] = float(np.quantile(score_difference_samples(gains[n], gains[B], bootstrap), q))
+    top = max((n for n in rows if eligible[n] and n != B), key=scores.__getitem__, default=None)
+    best = B
+    if top is not None and scores[top] > scores[B]:
+        margin_met = lows[top] > 0 if bootstrap else scores[top] >= scores[B] + 0.1
+        best = top if margin_met else B
+    return {"best": best, "scores": scores, "eligible": eligible, "lows": lows, "k": k, "q": q}
 
 
 if __name__ == "__main__":

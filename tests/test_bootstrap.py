@@ -65,10 +65,16 @@ def test_interval_percentiles():
     assert interval(np.array([np.nan, 1.0, 2.0, 3.0]), 0.5) == pytest.approx((1.5, 2.5))
 
 
-@pytest.mark.parametrize("bad", [{"sets": []}, {"sets": [{}]}, {"sets": [{"a": 1.0}], "n": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"sets": []}, {"sets": [{}]}, {"sets": [{"a": 1.0}], "n": 0}, {"sets": [{"a_linear.png": float("inf")}]}],
+)
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         resampled_means(**bad)
+
+
+def test_bad_intervals():
     with pytest.raises(ValueError):
         interval(np.array([np.nan]))
     with pytest.raises(ValueError):
@@ -103,5 +109,44 @@ def test_selection_bootstrap_passes_a_steady_gain_and_not_one_lucky_photograph()
     lucky = _gains(base_val + np.r_[1.9, np.zeros(18)], base_near)  # the same +0.05 mean score, one photograph
     q = 0.05 / 5
     assert np.quantile(sw.score_difference_samples(steady, b, 5000), q) > 0
+    # Resamples without photograph 0 give exactly 0: the quantile is 0, and the rule needs > 0.
     assert np.quantile(sw.score_difference_samples(lucky, b, 5000), q) <= 0
     assert sw.score_difference_samples(lucky, b, 5000).mean() == pytest.approx(0.05, abs=0.01)
+
+
+def _rows(sw, candidates):
+    return {n: sw.figures(g, 0.05) for n, g in candidates.items()}
+
+
+def test_selection_tests_only_the_best_scoring_candidate():
+    sw = _select_weights()
+    rng = np.random.default_rng(1)
+    base_val, base_near = rng.normal(0.5, 0.5, 19), rng.normal(-0.3, 0.3, 19)
+    gains = {
+        "bundled (B)": _gains(base_val, base_near),
+        "steady": _gains(base_val + 0.06, base_near + 0.06),  # passes alone
+        "lucky": _gains(base_val + np.r_[4.0, np.zeros(18)], base_near),  # higher mean, one photograph
+        "worse": _gains(base_val - np.r_[1.0, np.zeros(18)], base_near + 1.0),  # a pair below -0.05: not eligible
+    }
+    c = sw.choose(_rows(sw, gains), gains, bootstrap=4000)
+    assert c["eligible"] == {"bundled (B)": True, "steady": True, "lucky": True, "worse": False}
+    assert c["k"] == 2 and c["q"] == pytest.approx(0.025)
+    assert c["lows"]["steady"] > 0 and c["lows"]["lucky"] <= 0
+    assert c["best"] == "bundled (B)"  # "lucky" scores highest and fails; "steady" is not tried
+    del gains["lucky"]
+    c = sw.choose(_rows(sw, gains), gains, bootstrap=4000)
+    assert c["k"] == 1 and c["best"] == "steady"
+
+
+def test_selection_margin_without_bootstrap_and_ties():
+    sw = _select_weights()
+    rows = {
+        "bundled (B)": {"G": 0.2, "W": 0, "S": 0.0},
+        "a": {"G": 0.38, "W": 0, "S": 0.0},  # +0.09 over B
+        "tie": {"G": 0.2, "W": 0, "S": 0.0},
+    }
+    assert sw.choose(rows, {})["best"] == "bundled (B)"
+    rows["b"] = {"G": 0.4, "W": 0, "S": 0.0}  # +0.10 over B
+    rows["c"] = {"G": 0.4, "W": 0, "S": 0.0}  # the same score, named later
+    assert sw.choose(rows, {})["best"] == "b"
+    assert sw.choose({"bundled (B)": rows["bundled (B)"], "tie": rows["tie"]}, {})["best"] == "bundled (B)"

@@ -294,7 +294,7 @@ def test_cli_eval_and_json(photos, tmp_path, tiny_weights):
     assert data["summary"]["count"] == 6 and len(data["rows"]) == 6
     ci = data["gain_interval"]  # 3 photographs, each blurred twice: 3 clusters, not 6
     assert ci["clusters"] == 3 and ci["low"] <= data["summary"]["gain"] <= ci["high"] and ci["low"] < ci["high"]
-    assert "95 % interval" in res.output
+    assert "bootstrap over 3 scenes" in res.output
     assert data["summary"]["psnr_usm"] >= data["summary"]["psnr_in"]
     assert "PSNR out" in res.output
     again = runner.invoke(cli_main.app, ["eval", "--data", str(held), "--weights", str(tiny_weights), "--json", str(out)])
@@ -307,6 +307,28 @@ def test_cli_eval_and_json(photos, tmp_path, tiny_weights):
     assert "self-ensemble x2" in data2["device"]
     assert data2["summary"]["psnr_out"] != data["summary"]["psnr_out"]  # a different estimate, same pairs
     assert data2["summary"]["psnr_in"] == data["summary"]["psnr_in"]
+
+
+def test_cli_eval_ci_without_scenes_and_with_identical_images(tmp_path, tiny_weights):
+    for sub in ("blur", "sharp"):
+        (tmp_path / sub).mkdir()
+    for i in range(4):
+        sharp = (_textured(24, 32, i) * 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "sharp" / f"{i}.png"), sharp)
+        cv2.imwrite(str(tmp_path / "blur" / f"{i}.png"), cv2.GaussianBlur(sharp, (0, 0), 1.5))
+    out = tmp_path / "r.json"
+    args = ["eval", "--data", str(tmp_path), "--weights", str(tiny_weights), "--device", "cpu", "--ci"]
+    res = runner.invoke(cli_main.app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "bootstrap over 4 pairs (no scene or photograph" in res.output  # named 0.png..3.png: no clusters
+    assert json.loads(out.read_text())["gain_interval"]["clusters"] == 4
+    # A blurred image identical to its sharp one has an infinite input PSNR: the table and the
+    # JSON stand, the interval is refused in one line.
+    cv2.imwrite(str(tmp_path / "blur" / "0.png"), cv2.imread(str(tmp_path / "sharp" / "0.png")))
+    res = runner.invoke(cli_main.app, [*args, "--json", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "no interval: 0.png: value is not finite" in res.output
+    assert "gain_interval" not in json.loads(out.read_text())
 
 
 def test_cli_eval_bad_data(tmp_path):

@@ -111,13 +111,18 @@ def evaluate_cmd(
         from deblur_cli.bootstrap import BOOTSTRAP_RESAMPLES, cluster_of, mean_interval
 
         clusters = len({cluster_of(r.name) for r in rows})
-        lo, hi = mean_interval({r.name: r.gain for r in rows}, level=0.95)
-        Console().print(f"mean gain {s.gain:+.2f} dB, 95 % interval {lo:+.2f} to {hi:+.2f} dB "
-                        f"({BOOTSTRAP_RESAMPLES} resamples of {clusters} scenes or photographs)")  # fmt: skip
-        if clusters < 5:
-            Console(stderr=True).print(f"deblur: note: only {clusters} clusters; the interval is rough")
-        payload["gain_interval"] = {"level": 0.95, "low": lo, "high": hi, "clusters": clusters,
-                                    "resamples": BOOTSTRAP_RESAMPLES, "seed": 0}  # fmt: skip
+        unit = "scenes" if clusters < len(rows) else "pairs (no scene or photograph found in the names)"
+        try:
+            lo, hi = mean_interval({r.name: r.gain for r in rows}, level=0.95)
+        except ValueError as exc:  # an infinite PSNR (identical images): the table stands, no interval
+            Console(stderr=True).print(f"deblur: --ci: no interval: {exc}")
+        else:
+            Console().print(f"mean gain {s.gain:+.2f} dB, 95 % interval {lo:+.2f} to {hi:+.2f} dB "
+                            f"(bootstrap over {clusters} {unit})", soft_wrap=True)  # fmt: skip
+            if clusters < 5:
+                Console(stderr=True).print(f"deblur: note: only {clusters} clusters; the interval is rough")
+            payload["gain_interval"] = {"level": 0.95, "low": lo, "high": hi, "clusters": clusters,
+                                        "resamples": BOOTSTRAP_RESAMPLES, "seed": 0}  # fmt: skip
     if json_out is not None:
         json_out.write_text(json.dumps(payload, indent=1, default=str))
         Console(stderr=True).print(f"wrote {json_out}")
