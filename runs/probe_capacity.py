@@ -10,8 +10,8 @@ gradient clipping at 1), starting from the bundled weights. "fit set" is the mea
 on the 64 crops (per-crop PSNR, as the loss); "fresh crops" on 32 other crops from the same
 photographs.
 
-Result (session 13, AMD EPYC, 2 threads, 612 s, run 12 paused meanwhile; measured with this
-script's first draft, the same seeds, data, steps and arithmetic, before it was tidied)::
+Result (session 13, AMD EPYC, 2 threads, 603-612 s; the same figures from this script and from
+its first draft)::
 
     step 0:   fit set +0.88 dB, fresh crops +1.50
     step 100: fit set +1.12 dB, fresh crops +0.92
