@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
-    from deblur_cli.engine import Deblurrer
+    from deblur_cli.inference.engine import Deblurrer
 
 __all__ = ["Deblurrer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Deblurrer":
-        from deblur_cli.engine import Deblurrer
+        from deblur_cli.inference.engine import Deblurrer
 
         return Deblurrer
     raise AttributeError(name)

@@ -38,7 +38,7 @@ def tiny_model():
 @pytest.fixture
 def tiny_weights(tmp_path_factory, tiny_model):
     """A ``saphn-tiny`` weights file (``tiny_model``'s values) in the loader's format."""
-    from deblur_cli.loading import save_weights
+    from deblur_cli.hub.loading import save_weights
 
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(tiny_model, path, "saphn-tiny")

@@ -329,7 +329,7 @@ def tiny_weights(path: Path, seed: int = 0, arch: str = "saphn-tiny") -> tuple[P
     """Write ``saphn-tiny`` weights with non-zero heads; returns (path, sha256)."""
     import torch
 
-    from deblur_cli.loading import save_weights
+    from deblur_cli.hub.loading import save_weights
     from deblur_cli.models import create_model, randomize_zero_layers
 
     torch.manual_seed(seed)
@@ -347,8 +347,8 @@ def write_registry(folder: Path, entries: list[dict[str, Any]], default: str | N
 
 
 def use_registry(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
-    """Make ``deblur_cli.registry.load_registry()`` read ``path``."""
-    from deblur_cli import registry
+    """Make ``deblur_cli.hub.registry.load_registry()`` read ``path``."""
+    from deblur_cli.hub import registry
 
     monkeypatch.setattr(registry, "default_registry_path", lambda: path)
 

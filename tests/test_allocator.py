@@ -1,4 +1,4 @@
-"""deblur_cli.allocator: glibc's thresholds are raised unless turned off (run in a subprocess,
+"""deblur_cli.inference.allocator: glibc's thresholds are raised unless turned off (run in a subprocess,
 because the setting is process-wide)."""
 
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-CODE = "from deblur_cli.allocator import keep_freed_memory; print(keep_freed_memory())"
+CODE = "from deblur_cli.inference.allocator import keep_freed_memory; print(keep_freed_memory())"
 
 
 def _run(env_value: str | None) -> str:
@@ -34,7 +34,7 @@ def test_opt_out_leaves_malloc_alone():
 
 
 def test_non_linux_is_a_no_op(monkeypatch):
-    import deblur_cli.allocator as allocator
+    import deblur_cli.inference.allocator as allocator
 
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.keep_freed_memory() is False

@@ -1,4 +1,4 @@
-"""``deblur_cli.analysis`` and ``deblur analyze psf``: axial statistics, the direction estimator,
+"""``deblur_cli.eval.psf`` and ``deblur analyze psf``: axial statistics, the direction estimator,
 the blur, the experiment on the tiny config, and the CLI."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deblur_cli import analysis as an
+from deblur_cli.eval import psf as an
 from deblur_cli.errors import DeblurError
-from deblur_cli.viz import tap_grid
+from deblur_cli.viz.maps import tap_grid
 
 
 def stretched_offsets(angle_deg: float, stretch: float, k: int = 5, hw: tuple[int, int] = (4, 6)) -> np.ndarray:
@@ -171,7 +171,7 @@ def test_load_sharp_shrinks(tmp_path):
 
 @pytest.fixture
 def setup(tiny_model, tmp_path):
-    from deblur_cli.loading import save_weights
+    from deblur_cli.hub.loading import save_weights
 
     weights = tmp_path / "tiny.safetensors"
     save_weights(tiny_model, weights, arch="saphn-tiny")

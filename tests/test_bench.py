@@ -295,7 +295,7 @@ def test_bench_command_tiles_when_asked(cli):
 def test_bench_bf16_runs_or_refuses_by_cpu(cli, monkeypatch):
     """--bf16 reaches the engine: it runs (and says bf16) on a CPU with native bf16, and is a
     one-line error on one without."""
-    from deblur_cli import device as device_mod
+    from deblur_cli.backends import device as device_mod
     from deblur_cli.errors import DeblurError
 
     runner, app = cli
@@ -462,7 +462,7 @@ def test_blur_gate_scoring_by_region():
     import blur_gate
     import numpy as np
 
-    from deblur_cli.blur_extent import TILE, BlurMap
+    from deblur_cli.gate.meter import TILE, BlurMap
 
     rng = np.random.default_rng(1)
     sharp = rng.random((TILE, 4 * TILE, 3)).astype(np.float32)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from deblur_cli.blur_extent import (
+from deblur_cli.gate.meter import (
     DEFAULT_GATE,
     TILE,
     BlurExtentNet,
@@ -26,7 +26,7 @@ from deblur_cli.blur_extent import (
     save_blur_extent,
     textured_tiles,
 )
-from deblur_cli.engine import Deblurrer
+from deblur_cli.inference.engine import Deblurrer
 from deblur_cli.errors import DeblurError
 
 
@@ -38,7 +38,7 @@ class FixedMeter:
         self.calls = 0
 
     def estimate(self, rgb):
-        from deblur_cli.blur_extent import BlurEstimate
+        from deblur_cli.gate.meter import BlurEstimate
 
         self.calls += 1
         return BlurEstimate(extent=self.extent_of(rgb), tiles=1)
@@ -148,7 +148,7 @@ def test_bundled_weights_found_in_a_checkout_without_the_installed_package(monke
     imported from the working tree, where no ``deblur_cli.weights`` package exists."""
     import importlib.resources
 
-    import deblur_cli.registry as registry
+    import deblur_cli.hub.registry as registry
 
     def no_package(name):
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
@@ -156,12 +156,12 @@ def test_bundled_weights_found_in_a_checkout_without_the_installed_package(monke
     monkeypatch.setattr(registry, "files", no_package)
     monkeypatch.setattr(importlib.resources, "files", no_package)
     path = checked_bundled_path()
-    assert path.parent == Path(registry.__file__).resolve().parent.parent / "weights"
+    assert path.parent == Path(registry.__file__).resolve().parents[2] / "weights"
     BlurMeter()  # loads from there
 
 
 def test_bundled_checksum_mismatch_is_refused(tmp_path, monkeypatch):
-    import deblur_cli.blur_extent as be
+    import deblur_cli.gate.meter as be
 
     fake = tmp_path / be.BUNDLED_FILE
     fake.write_bytes(checked_bundled_path().read_bytes() + b" ")
@@ -340,7 +340,7 @@ def test_gate_left_as_it_was_copies_the_input_file(tiny_model, tmp_path):
 @pytest.fixture
 def damaged_meter(tmp_path, monkeypatch):
     """The bundled meter weights replaced by a truncated copy (its record unchanged)."""
-    import deblur_cli.blur_extent as be
+    import deblur_cli.gate.meter as be
 
     good = checked_bundled_path()
     folder = tmp_path / "bundled"
@@ -457,7 +457,7 @@ def test_folder_command_counts_gated_images(shoot, tiny_weights, tmp_path):
 
 
 def test_pool_regions_keeps_regions_apart_and_fills_flat_ones():
-    from deblur_cli.blur_extent import pool_regions
+    from deblur_cli.gate.meter import pool_regions
 
     est = np.zeros((6, 12), np.float32)
     est[:, 6:] = math.log1p(20.0)  # right half: 20 px
@@ -474,7 +474,7 @@ def test_pool_regions_keeps_regions_apart_and_fills_flat_ones():
 
 
 def test_blur_map_weights_per_pixel():
-    from deblur_cli.blur_extent import BlurMap
+    from deblur_cli.gate.meter import BlurMap
 
     log_e = np.log1p(np.array([[0.0, 0.0, 20.0, 20.0]], np.float32))
     bm = BlurMap(log_extent=log_e, size=(90, 4 * TILE - 10), extent=5.0)
@@ -544,7 +544,7 @@ class MapMeter(FixedMeter):
         self.maps = 0
 
     def extent_map(self, rgb):
-        from deblur_cli.blur_extent import BlurMap
+        from deblur_cli.gate.meter import BlurMap
 
         self.maps += 1
         ny, nx = -(-rgb.shape[0] // TILE), -(-rgb.shape[1] // TILE)
@@ -623,7 +623,7 @@ def test_tile_readings_texture_is_the_whole_image_laplacian(small_meter_file):
     """Read a row of tiles at a time, the texture is still that of the whole (padded) image."""
     import cv2
 
-    from deblur_cli.blur_extent import to_luma
+    from deblur_cli.gate.meter import to_luma
 
     rgb = np.random.default_rng(9).random((300, 250, 3)).astype(np.float32)
     _, texture = BlurMeter(small_meter_file).tile_readings(rgb)
@@ -635,7 +635,7 @@ def test_tile_readings_texture_is_the_whole_image_laplacian(small_meter_file):
 
 
 def test_tile_shares():
-    from deblur_cli.blur_extent import tile_shares
+    from deblur_cli.gate.meter import tile_shares
 
     s = tile_shares(100, 2 * TILE + 24)
     assert s.shape == (2, 3)
@@ -645,7 +645,7 @@ def test_tile_shares():
 
 def test_pool_regions_mostly_flat_photograph():
     """When most tiles are flat, faint noise in one does not weigh as much as real texture."""
-    from deblur_cli.blur_extent import pool_regions
+    from deblur_cli.gate.meter import pool_regions
 
     est = np.zeros((4, 4), np.float32)
     texture = np.zeros((4, 4), np.float32)
@@ -713,7 +713,7 @@ def test_estimate_command_by_region_with_maps(shoot, tmp_path):
 
 
 def test_blur_map_panel_draws_the_gate_lines():
-    from deblur_cli.viz import blur_map_panel
+    from deblur_cli.viz.maps import blur_map_panel
 
     img = np.full((120, 200, 3), 0.5, np.float32)
     px = np.tile(np.linspace(0.0, 19.9, 200, dtype=np.float32), (120, 1))  # 4 px at column 40, 6 px at 60

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deblur_cli.bootstrap import cluster_of, interval, mean_interval, resampled_means
+from deblur_cli.eval.bootstrap import cluster_of, interval, mean_interval, resampled_means
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def weights_file(tmp_path, tiny_model):
-    from deblur_cli.loading import save_weights
+    from deblur_cli.hub.loading import save_weights
 
     path = tmp_path / "tiny.safetensors"
     sha = save_weights(tiny_model, path, arch="saphn-tiny")
@@ -88,7 +88,7 @@ def test_entry_point_prints_one_line_and_exits_non_zero(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_writes_a_verified_file_and_overwrites_only_when_asked(tmp_path, weights_file):
-    from deblur_cli.onnx_export import read_metadata
+    from deblur_cli.backends.onnx_export import read_metadata
 
     path, sha = weights_file
     out = tmp_path / "sub" / "tiny.onnx"

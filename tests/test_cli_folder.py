@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deblur_cli.cli.main import _register, app, main
-from deblur_cli.engine import plan_folder
+from deblur_cli.inference.engine import plan_folder
 from deblur_cli.errors import DeblurError
 
 _register()

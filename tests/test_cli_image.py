@@ -71,7 +71,7 @@ def test_fidelity_through_the_command(tmp_path, weights):
     """16-bit RGBA with ICC and EXIF in; 16-bit RGBA, same alpha, ICC and EXIF out."""
     from PIL import ImageCms
 
-    from deblur_cli import imageio as dio
+    from deblur_cli.io import images as dio
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()
@@ -172,7 +172,7 @@ def test_main_prints_one_line_and_exits_non_zero(tmp_path, weights, capsys, case
 
 
 def test_onnx_backend_missing_is_clear(photo, weights, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "deblur_cli.onnx_backend", None)
+    monkeypatch.setitem(sys.modules, "deblur_cli.backends.ort", None)
     result = invoke("image", photo, "-o", tmp_path / "o.png", "--backend", "onnx", "--weights", weights)
     assert_error(result, "ONNX backend is not available")
 
@@ -194,7 +194,7 @@ def test_help_does_not_import_the_heavy_stack():
 
 
 def test_image_bf16_on_a_cpu_with_native_bf16(photo, weights, tmp_path, monkeypatch):
-    from deblur_cli import device as device_mod
+    from deblur_cli.backends import device as device_mod
 
     monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
     out = tmp_path / "bf16.png"

@@ -45,7 +45,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
 
 def test_commands_tune_the_allocator(monkeypatch):
     """Every command (not --help/--version, which answer before) raises glibc's malloc thresholds."""
-    import deblur_cli.allocator as allocator
+    import deblur_cli.inference.allocator as allocator
     from deblur_cli.cli.main import main
 
     calls = []

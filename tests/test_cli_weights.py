@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from deblur_cli.cli.main import _register, app
 from deblur_cli.errors import DeblurError
-from deblur_cli.registry import load_registry, sha256_file
+from deblur_cli.hub.registry import load_registry, sha256_file
 
 _register()
 runner = CliRunner()
@@ -114,7 +114,7 @@ def test_publish_records_and_round_trips(fake_hub: FakeHub, tmp_path: Path, monk
     e = load_registry(reg).get("saphn-tiny.pub")
     assert (e.repo_id, e.revision, e.sha256, e.published) == ("deblur-test/pub", commit, sha, True)
     assert run("download", "saphn-tiny.pub").exit_code == 0
-    from deblur_cli.loading import load_model
+    from deblur_cli.hub.loading import load_model
 
     _, info = load_model("saphn-tiny.pub")
     assert info["source"] == "cache" and info["sha256"] == sha and info["revision"] == commit

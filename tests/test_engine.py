@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deblur_cli import engine
-from deblur_cli.backends import TorchBackend
-from deblur_cli.engine import Deblurrer, choose_tile, estimate_bytes_per_pixel, tile_process, tile_starts, tile_weights
+from deblur_cli.inference import engine
+from deblur_cli.backends.base import TorchBackend
+from deblur_cli.inference.engine import Deblurrer, choose_tile, estimate_bytes_per_pixel, tile_process, tile_starts, tile_weights
 from deblur_cli.errors import DeblurError
 
 
@@ -287,7 +287,7 @@ def test_unknown_backend_and_missing_onnx(monkeypatch, tiny_model):
 
     with pytest.raises(DeblurError, match="unknown backend"):
         Deblurrer(tiny_model, backend="tensorrt")
-    monkeypatch.setitem(sys.modules, "deblur_cli.onnx_backend", None)  # import fails
+    monkeypatch.setitem(sys.modules, "deblur_cli.backends.ort", None)  # import fails
     with pytest.raises(DeblurError, match="ONNX backend is not available"):
         Deblurrer(tiny_model, backend="onnx")
 
@@ -306,7 +306,7 @@ def test_onnx_backend_is_built_through_the_protocol(monkeypatch):
         def run(self, batch):
             return batch
 
-    monkeypatch.setitem(sys.modules, "deblur_cli.onnx_backend", types.SimpleNamespace(OnnxBackend=FakeOnnx))
+    monkeypatch.setitem(sys.modules, "deblur_cli.backends.ort", types.SimpleNamespace(OnnxBackend=FakeOnnx))
     d = Deblurrer("saphn-s.synth", weights="w.onnx", device="auto", backend="onnx")
     assert made == {"model": "saphn-s.synth", "weights": "w.onnx", "device": "auto"}
     assert d.device_description == "onnxruntime CPUExecutionProvider"
@@ -357,7 +357,7 @@ def test_out_of_memory_is_a_clear_error(tmp_path):
 
 
 def test_cpu_memory_budget_is_capped(monkeypatch):
-    from deblur_cli import engine
+    from deblur_cli.inference import engine
 
     monkeypatch.setattr(engine, "_host_available_memory", lambda: 64 << 30)
     monkeypatch.delenv("DEBLUR_MEMORY_LIMIT", raising=False)

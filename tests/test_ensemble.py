@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deblur_cli.engine import Deblurrer
-from deblur_cli.ensemble import SIZES, check_size, inverse, transform
+from deblur_cli.inference.engine import Deblurrer
+from deblur_cli.inference.ensemble import SIZES, check_size, inverse, transform
 from deblur_cli.errors import DeblurError
 
 

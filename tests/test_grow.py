@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.loading import load_model, save_weights
+from deblur_cli.hub.loading import load_model, save_weights
 from deblur_cli.models import create_model, get_config, randomize_zero_layers
 from deblur_cli.models.level import PlainResBlock
 from deblur_cli.training import grow
@@ -77,7 +77,7 @@ def test_grow_weights_writes_a_loadable_file(tmp_path):
     model, info = load_model(weights=str(dest))
     assert info["sha256"] == sha
     assert model.config == get_config("saphn-sd")
-    from deblur_cli.loading import read_weights
+    from deblur_cli.hub.loading import read_weights
 
     assert read_weights(dest)[1]["grown_from"] == sha_small
     x = torch.rand(1, 3, 32, 32)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from hub_server import FakeHub, fake_hub_fixture, go_offline, point_hf_at, tiny_weights  # noqa: F401
 
-from deblur_cli import hub
+from deblur_cli.hub import download as hub
 from deblur_cli.errors import DeblurError
-from deblur_cli.hub import HfRef, parse_hf_uri
-from deblur_cli.registry import Registry, WeightsEntry
+from deblur_cli.hub.download import HfRef, parse_hf_uri
+from deblur_cli.hub.registry import Registry, WeightsEntry
 
 REPO = "deblur-test/tiny"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from deblur_cli import imageio as dio
+from deblur_cli.io import images as dio
 from deblur_cli.errors import DeblurError
 
 H, W = 20, 24  # tiny, and not square so orientation mistakes show
@@ -307,7 +307,7 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     import os
     import stat
 
-    from deblur_cli.imageio import atomic_write_bytes
+    from deblur_cli.io.images import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

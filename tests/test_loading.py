@@ -12,9 +12,9 @@ from hub_server import FakeHub, entry, fake_hub_fixture, tiny_weights, use_regis
 from safetensors.torch import save_file
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.loading import load_model, read_weights, save_weights
+from deblur_cli.hub.loading import load_model, read_weights, save_weights
 from deblur_cli.models import SAPHN, get_config
-from deblur_cli.registry import load_registry, sha256_file
+from deblur_cli.hub.registry import load_registry, sha256_file
 
 
 def test_save_load_roundtrip(tiny_model: SAPHN, tmp_path: Path) -> None:

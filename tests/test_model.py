@@ -393,7 +393,7 @@ def test_stage_blocks_add_full_and_half_resolution_capacity():
 
 
 def test_shipped_weights_still_load_strictly():
-    from deblur_cli.loading import load_model
+    from deblur_cli.hub.loading import load_model
 
     model, info = load_model()
     assert info["arch"] == "saphn-s" and model.config.stage_blocks == 0

@@ -1,4 +1,4 @@
-"""ONNX export (``deblur_cli.onnx_export``) and the onnxruntime backend (``deblur_cli.onnx_backend``).
+"""ONNX export (``deblur_cli.backends.onnx_export``) and the onnxruntime backend (``deblur_cli.backends.ort``).
 
 Exports take ~2 s each for ``saphn-tiny`` on one CPU thread: tests that export are ``slow`` and
 share module-scoped exports where they only read them.
@@ -15,8 +15,8 @@ import torch
 
 from deblur_cli.errors import DeblurError
 from deblur_cli.models import create_model, randomize_zero_layers
-from deblur_cli.onnx_backend import OnnxBackend, cache_path, default_cache_dir
-from deblur_cli.onnx_export import (
+from deblur_cli.backends.ort import OnnxBackend, cache_path, default_cache_dir
+from deblur_cli.backends.onnx_export import (
     INPUT_NAME,
     META_ARCH,
     META_OPSET,
@@ -182,7 +182,7 @@ def test_export_passes_checker_with_named_dynamic_io_and_metadata(exported):
 @pytest.mark.parametrize("shape", [(1, 3, 16, 16), (2, 3, 37, 53), (3, 3, 40, 72), (1, 3, 5, 9)])
 def test_export_runs_any_batch_and_size(exported, shape):
     model, result = exported
-    from deblur_cli.onnx_export import cpu_session
+    from deblur_cli.backends.onnx_export import cpu_session
 
     x = np.random.default_rng(1).random(shape, dtype=np.float32)
     out = cpu_session(result.path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
@@ -192,7 +192,7 @@ def test_export_runs_any_batch_and_size(exported, shape):
 
 @pytest.mark.slow
 def test_failed_verification_leaves_no_file(tiny_model, tmp_path, monkeypatch):
-    import deblur_cli.onnx_export as ox
+    import deblur_cli.backends.onnx_export as ox
 
     monkeypatch.setattr(ox, "verify_onnx", lambda *a, **k: 0.5)
     target = tmp_path / "m.onnx"
@@ -268,7 +268,7 @@ def test_foreign_file_under_the_key_is_not_used(cache, exported):
     model, folder, path = cache
     other = exported[1].path  # same network, but its metadata says opset 18 / other provenance
     proto = onnx.load(str(other))
-    from deblur_cli.onnx_export import set_metadata
+    from deblur_cli.backends.onnx_export import set_metadata
 
     set_metadata(proto, {META_SHA256: "0" * 64})
     onnx.save_model(proto, str(path))
@@ -279,7 +279,7 @@ def test_foreign_file_under_the_key_is_not_used(cache, exported):
 
 @pytest.mark.slow
 def test_backend_from_weights_file_keys_on_its_sha256(tmp_path):
-    from deblur_cli.loading import save_weights
+    from deblur_cli.hub.loading import save_weights
 
     model = make_tiny(seed=5)
     sha = save_weights(model, tmp_path / "tiny.safetensors", arch="saphn-tiny")
@@ -309,7 +309,7 @@ def test_backend_runs_a_given_onnx_file(exported, tmp_path):
 
 @pytest.mark.slow
 def test_engine_results_of_both_backends_agree_within_1_255(warm_cache):
-    engine = pytest.importorskip("deblur_cli.engine")
+    engine = pytest.importorskip("deblur_cli.inference.engine")
     model, folder, _ = warm_cache
     image = np.random.default_rng(6).integers(0, 256, (45, 70, 3), dtype=np.uint8)
     onnx_run = engine.Deblurrer(backend=OnnxBackend(model, device="cpu", cache_dir=folder, threads=1), tile=0)

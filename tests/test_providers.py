@@ -1,11 +1,11 @@
-"""Execution-provider selection (``deblur_cli.providers``): pure, no onnxruntime needed."""
+"""Execution-provider selection (``deblur_cli.backends.providers``): pure, no onnxruntime needed."""
 
 from __future__ import annotations
 
 import pytest
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.providers import CPU, CUDA, TENSORRT, parse_device, select_providers, wants_gpu
+from deblur_cli.backends.providers import CPU, CUDA, TENSORRT, parse_device, select_providers, wants_gpu
 
 CPU_ONLY = ["AzureExecutionProvider", CPU]  # what the CPU wheel of onnxruntime 1.31 reports
 WITH_CUDA = [CUDA, CPU]

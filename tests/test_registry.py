@@ -10,7 +10,7 @@ import pytest
 from hub_server import entry, tiny_weights, write_registry
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.registry import (
+from deblur_cli.hub.registry import (
     Registry,
     WeightsEntry,
     load_registry,
@@ -22,7 +22,7 @@ from deblur_cli.registry import (
 
 
 def test_shipped_registry() -> None:
-    from deblur_cli.registry import weights_dir
+    from deblur_cli.hub.registry import weights_dir
 
     folder = weights_dir()
     assert (folder / "registry.json").is_file() and (folder / "MODEL_CARD.md").is_file()

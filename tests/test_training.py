@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from deblur_cli.cli import main as cli_main
 from deblur_cli.data.datasets import SyntheticPairs, find_pairs, make_heldout_set
 from deblur_cli.data.synthetic import BlurSettings, defocus, degrade, disk_psf, linear_psf, shake_warps
-from deblur_cli.evaluate import oracle_unsharp_mask, psnr, ssim
+from deblur_cli.eval.pairs import oracle_unsharp_mask, psnr, ssim
 from deblur_cli.models import create_model
 from deblur_cli.training.trainer import PSNR_LOSS_FLOOR, TrainConfig, learning_rate, psnr_loss, restoration_loss, train
 

@@ -1,4 +1,4 @@
-"""``deblur_cli.viz`` and ``deblur viz``: measures on synthetic offset fields, rendering, files, CLI."""
+"""``deblur_cli.viz.maps`` and ``deblur viz``: measures on synthetic offset fields, rendering, files, CLI."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deblur_cli import viz
+from deblur_cli.viz import maps as viz
 from deblur_cli.errors import DeblurError
-from deblur_cli.viz import MapSelection
+from deblur_cli.viz.maps import MapSelection
 
 
 def stretched_offsets(angle_deg: float, stretch: float, k: int = 5, hw: tuple[int, int] = (4, 6)) -> np.ndarray:
@@ -198,7 +198,7 @@ def test_write_maps_refuses_to_overwrite(tiny_model, tmp_path):
 def test_fit_for_viz_shrinks_and_checks_memory(tiny_model, monkeypatch):
     img = np.zeros((100, 60, 3), np.uint16)
     assert viz.fit_for_viz(img, tiny_model.config, max_side=50).shape == (50, 30, 3)
-    monkeypatch.setattr("deblur_cli.engine.available_memory", lambda device=None: 1000)
+    monkeypatch.setattr("deblur_cli.inference.engine.available_memory", lambda device=None: 1000)
     with pytest.raises(DeblurError, match="--max-side"):
         viz.fit_for_viz(img, tiny_model.config)
 

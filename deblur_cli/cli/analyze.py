@@ -1,6 +1,6 @@
 """``deblur analyze psf``: the paper's PSF-direction experiment (Sec. 4.4).
 
-The body only calls :mod:`deblur_cli.analysis`, imported inside it (no torch/numpy at import
+The body only calls :mod:`deblur_cli.eval.psf`, imported inside it (no torch/numpy at import
 time).
 """
 
@@ -86,9 +86,9 @@ def psf(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from deblur_cli import analysis as an
-    from deblur_cli.backends import TorchBackend
-    from deblur_cli.imageio import atomic_write_bytes
+    from deblur_cli.eval import psf as an
+    from deblur_cli.backends.base import TorchBackend
+    from deblur_cli.io.images import atomic_write_bytes
 
     angle_list = an.parse_angles(angles)
     an.parse_modules(modules)  # syntax now; block numbers once the model is known
@@ -133,7 +133,7 @@ def _print_table(report: Any, data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from deblur_cli.analysis import axial_difference
+    from deblur_cli.eval.psf import axial_difference
 
     table = Table(
         title="Dominant direction of the PDF filter offsets (SAPHN Sec. 4.4)",

@@ -122,9 +122,9 @@ def run_benchmark(
     """Time ``Deblurrer.deblur`` on a synthetic image: one cold run, then ``runs`` warm runs.
 
     Raises:
-        DeblurError: as :class:`~deblur_cli.engine.Deblurrer` (unknown model, no CUDA, ...).
+        DeblurError: as :class:`~deblur_cli.inference.engine.Deblurrer` (unknown model, no CUDA, ...).
     """
-    from deblur_cli.engine import Deblurrer
+    from deblur_cli.inference.engine import Deblurrer
     from deblur_cli.models import list_variants
 
     if runs < 1:

@@ -57,10 +57,10 @@ def evaluate_cmd(
     from rich.table import Table
 
     from deblur_cli.data.datasets import find_pairs
-    from deblur_cli.blur_extent import parse_gate
-    from deblur_cli.engine import Deblurrer
+    from deblur_cli.gate.meter import parse_gate
+    from deblur_cli.inference.engine import Deblurrer
     from deblur_cli.errors import DeblurError
-    from deblur_cli.evaluate import evaluate
+    from deblur_cli.eval.pairs import evaluate
 
     if not data.is_dir():
         raise DeblurError(f"--data {data}: not a folder")
@@ -108,7 +108,7 @@ def evaluate_cmd(
     payload = {"model": d.model_info, "device": d.device_description, "data": str(data),
                "summary": s.to_dict(), "rows": [dict(vars(r), gain=r.gain) for r in rows]}  # fmt: skip
     if ci:
-        from deblur_cli.bootstrap import BOOTSTRAP_RESAMPLES, cluster_of, mean_interval
+        from deblur_cli.eval.bootstrap import BOOTSTRAP_RESAMPLES, cluster_of, mean_interval
 
         clusters = len({cluster_of(r.name) for r in rows})
         unit = "scenes" if clusters < len(rows) else "pairs (no scene or photograph found in the names)"

@@ -1,6 +1,6 @@
 """``deblur export onnx``: write the network as a verified ONNX file.
 
-The body only calls :func:`deblur_cli.onnx_export.export_model`, imported inside it, so
+The body only calls :func:`deblur_cli.backends.onnx_export.export_model`, imported inside it, so
 ``deblur --help`` never imports torch or onnx.
 """
 
@@ -21,7 +21,7 @@ export_app = typer.Typer(
 )
 app.add_typer(export_app, name="export")
 
-#: Same values as deblur_cli.onnx_export.DEFAULT_OPSET/MIN_OPSET (repeated to keep --help import-free).
+#: Same values as deblur_cli.backends.onnx_export.DEFAULT_OPSET/MIN_OPSET (repeated to keep --help import-free).
 _DEFAULT_OPSET = 18
 _MIN_OPSET = 16
 
@@ -52,7 +52,7 @@ def onnx_(
 ) -> None:
     """Export a model to ONNX (input `blurred`, output `deblurred`, dynamic batch/height/width), then
     check it: onnx.checker, and onnxruntime vs torch on a random 67x91 input."""
-    from deblur_cli.onnx_export import VERIFY_SHAPE, check_destination, check_opset, export_model
+    from deblur_cli.backends.onnx_export import VERIFY_SHAPE, check_destination, check_opset, export_model
 
     check_destination(output, overwrite)
     check_opset(opset)

@@ -13,7 +13,7 @@ from deblur_cli.cli.main import app
 from deblur_cli.errors import DeblurError
 
 if TYPE_CHECKING:
-    from deblur_cli.engine import FileResult
+    from deblur_cli.inference.engine import FileResult
 
 BATCH_PANEL = "Folder"
 
@@ -96,8 +96,8 @@ def folder(
     raw: opt.MapRaw = False,
 ) -> None:
     """Deblur all images in a folder; goes on past bad files, lists them, exits 1 if any failed."""
-    from deblur_cli.blur_extent import parse_gate
-    from deblur_cli.engine import Deblurrer, folder_output_root, plan_folder
+    from deblur_cli.gate.meter import parse_gate
+    from deblur_cli.inference.engine import Deblurrer, folder_output_root, plan_folder
 
     gate_px = parse_gate(gate)
     if overwrite and skip_existing:

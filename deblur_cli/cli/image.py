@@ -52,8 +52,8 @@ def image(
     """Deblur one image; EXIF orientation, alpha, 16 bits, grayscale, ICC and EXIF are kept."""
     import time
 
-    from deblur_cli.blur_extent import parse_gate
-    from deblur_cli.engine import Deblurrer, check_job
+    from deblur_cli.gate.meter import parse_gate
+    from deblur_cli.inference.engine import Deblurrer, check_job
 
     dst = check_job(input, output, overwrite)  # before the (possibly slow) model load
     gate_px = parse_gate(gate)

@@ -36,7 +36,7 @@ def _root(
     ] = False,
 ) -> None:
     """Remove motion blur from photographs with SAPHN (CVPR 2020)."""
-    from deblur_cli.allocator import keep_freed_memory
+    from deblur_cli.inference.allocator import keep_freed_memory
 
     keep_freed_memory()  # ~25 % faster on CPU: no page faults for every big tensor (see allocator.py)
 

@@ -52,7 +52,7 @@ def train_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from deblur_cli.device import resolve_device
+    from deblur_cli.backends.device import resolve_device
     from deblur_cli.errors import DeblurError
     from deblur_cli.models import list_variants
     from deblur_cli.training.trainer import LOSSES, TrainConfig, train

@@ -1,6 +1,6 @@
 """``deblur viz``: pictures of the network's internals (Sec. 4.4, Fig. 6-7) for one image.
 
-The body only calls :mod:`deblur_cli.viz`, imported inside it (no torch/numpy at import time).
+The body only calls :mod:`deblur_cli.viz.maps`, imported inside it (no torch/numpy at import time).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def viz(
     """
     import time
 
-    from deblur_cli.backends import TorchBackend
-    from deblur_cli.imageio import read_image
-    from deblur_cli.viz import check_selection, fit_for_viz, visualize, write_maps
+    from deblur_cli.backends.base import TorchBackend
+    from deblur_cli.io.images import read_image
+    from deblur_cli.viz.maps import check_selection, fit_for_viz, visualize, write_maps
 
     if out_dir.exists() and not out_dir.is_dir():
         raise DeblurError(f"{out_dir}: exists and is not a folder")

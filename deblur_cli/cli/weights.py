@@ -1,7 +1,7 @@
 """``deblur weights list|info|download|register|publish``: the weights registry from the command line.
 
-Each body only calls :mod:`deblur_cli.registry`, :mod:`deblur_cli.hub` and
-:mod:`deblur_cli.loading`, imported inside it (no torch or huggingface_hub at import time).
+Each body only calls :mod:`deblur_cli.hub.registry`, :mod:`deblur_cli.hub.download` and
+:mod:`deblur_cli.hub.loading`, imported inside it (no torch or huggingface_hub at import time).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def list_(json_out: JsonOpt = False, registry: RegistryOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from deblur_cli.hub import entry_status
-    from deblur_cli.registry import load_registry
+    from deblur_cli.hub.download import entry_status
+    from deblur_cli.hub.registry import load_registry
 
     reg = load_registry(registry)
     rows = [(e, entry_status(reg, e)) for e in reg.entries.values()]
@@ -86,11 +86,11 @@ def info(
     registry: RegistryOpt = None,
 ) -> None:
     """Show one entry (location, revision, sha256, licence, data, metrics) or a weights file's metadata."""
-    from deblur_cli.registry import load_registry, read_safetensors_metadata, sha256_file
+    from deblur_cli.hub.registry import load_registry, read_safetensors_metadata, sha256_file
 
     path = Path(name)
     if not (path.suffix == ".safetensors" and path.is_file()):
-        from deblur_cli.hub import HfRef, cached_file, entry_status
+        from deblur_cli.hub.download import HfRef, cached_file, entry_status
 
         reg = load_registry(registry)
         entry = reg.get(name)
@@ -135,8 +135,8 @@ def download(
 
     Honours HF_HOME / HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE.
     """
-    from deblur_cli import hub
-    from deblur_cli.registry import load_registry
+    from deblur_cli.hub import download as hub
+    from deblur_cli.hub.registry import load_registry
 
     reg = load_registry(registry)
     targets = list(names or [])
@@ -160,7 +160,7 @@ def download(
 
 @weights_app.command("register")
 def register(
-    file: Annotated[Path, typer.Argument(help="A .safetensors file written by deblur_cli.loading.save_weights.")],
+    file: Annotated[Path, typer.Argument(help="A .safetensors file written by deblur_cli.hub.loading.save_weights.")],
     name: Annotated[str, typer.Option("--name", help="Entry `arch.tag` to create or update.")],
     bundle: Annotated[
         Optional[bool],  # noqa: UP045
@@ -184,7 +184,7 @@ def register(
 
     Use it after training (replace the bundled default) and after `deblur weights publish`.
     """
-    from deblur_cli.registry import load_registry, update_entry
+    from deblur_cli.hub.registry import load_registry, update_entry
 
     changes: dict[str, Any] = {}
     if bundle is not None:
@@ -241,8 +241,8 @@ def publish(
 
     Needs a token with write access (--token, HF_TOKEN or `hf auth login`).
     """
-    from deblur_cli import hub
-    from deblur_cli.registry import load_registry, update_entry, weights_dir
+    from deblur_cli.hub import download as hub
+    from deblur_cli.hub.registry import load_registry, update_entry, weights_dir
 
     reg = load_registry(registry)
     entry = reg.get(name)

@@ -66,7 +66,7 @@ def grow_weights(src: str | os.PathLike[str], variant: str, dest: str | os.PathL
     Returns:
         The sha256 of ``dest``; its metadata ``grown_from`` names ``src``'s sha256.
     """
-    from deblur_cli.loading import load_model, save_weights
+    from deblur_cli.hub.loading import load_model, save_weights
 
     small, info = load_model(weights=str(src))
     big = grow_model(small, variant)

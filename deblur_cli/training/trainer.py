@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from deblur_cli.data.datasets import Pair, SyntheticPairs, find_pairs, read_rgb
 from deblur_cli.data.synthetic import BlurSettings
-from deblur_cli.evaluate import psnr
+from deblur_cli.eval.pairs import psnr
 from deblur_cli.models import SAPHN, create_model
 
 
@@ -213,7 +213,7 @@ def save_checkpoint(run_dir: Path, model: SAPHN, opt: torch.optim.Optimizer, cfg
 
 def export_weights(run_dir: Path, model: SAPHN, cfg: TrainConfig, st: RunState, name: str = "final") -> Path:
     """Write inference weights ``RUN_DIR/{name}.safetensors`` (the registry's format) and an entry."""
-    from deblur_cli.loading import save_weights
+    from deblur_cli.hub.loading import save_weights
 
     path = run_dir / f"{name}.safetensors"
     sha = save_weights(model, path, cfg.model, {"train_steps": str(st.step)})
@@ -300,7 +300,7 @@ def train(
     dev = torch.device(device)
     model = create_model(cfg.model).to(dev)
     if init_weights is not None and not resume:
-        from deblur_cli.loading import load_model
+        from deblur_cli.hub.loading import load_model
 
         loaded, _ = load_model(weights=str(init_weights))
         model.load_state_dict(loaded.state_dict())

@@ -3,7 +3,7 @@
 The engine talks to a backend only through :class:`Backend`: ``run`` on a float32
 ``(B, 3, H, W)`` numpy batch in ``[0, 1]`` and ``device_description``, the device/provider
 that really ran, which the CLI prints. :class:`TorchBackend` is here; the ONNX Runtime
-backend (``deblur_cli.onnx_backend.OnnxBackend``) implements the same protocol and is only
+backend (``deblur_cli.backends.ort.OnnxBackend``) implements the same protocol and is only
 imported when asked for (:func:`create_backend`).
 
 Optional attributes the engine uses when present: ``info`` (the model's name, source and
@@ -43,7 +43,7 @@ def load_torch_model(
 
     ``model`` may be an already-built :class:`torch.nn.Module` (used as is, moved to ``device``
     and switched to eval mode), or a registry/architecture name and/or ``weights`` resolved
-    by :func:`deblur_cli.loading.load_model`.
+    by :func:`deblur_cli.hub.loading.load_model`.
     """
     from torch import nn
 
@@ -55,11 +55,11 @@ def load_torch_model(
     if model is not None and not isinstance(model, str):
         raise DeblurError(f"model must be a name or an nn.Module, not {type(model).__name__}")
     try:
-        from deblur_cli.loading import load_model
+        from deblur_cli.hub.loading import load_model
     except ModuleNotFoundError as exc:  # pragma: no cover - only while loading.py is missing
-        if exc.name != "deblur_cli.loading":
+        if exc.name != "deblur_cli.hub.loading":
             raise
-        raise DeblurError("model loading is not available in this installation (deblur_cli.loading)") from None
+        raise DeblurError("model loading is not available in this installation (deblur_cli.hub.loading)") from None
     module, info = load_model(model, weights, str(device))
     return module.to(device).eval(), dict(info)
 
@@ -69,13 +69,13 @@ class TorchBackend:
 
     Args:
         model: registry/architecture name, ``None`` for the default, or a built ``nn.Module``.
-        weights: local weights path or ``hf://repo/file@rev`` (see ``deblur_cli.loading``).
+        weights: local weights path or ``hf://repo/file@rev`` (see ``deblur_cli.hub.loading``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a :class:`torch.device`.
         fp16: run under CUDA autocast in half precision (weights stay fp32, softmaxes run in
-            fp32); a :class:`DeblurError` on CPU, see :func:`deblur_cli.device.check_fp16`.
+            fp32); a :class:`DeblurError` on CPU, see :func:`deblur_cli.backends.device.check_fp16`.
         bf16: run under bfloat16 autocast (CPU with native bf16, or CUDA); the filtering module
             keeps float32 (see ``pixel_filter._in_float32``). See
-            :func:`deblur_cli.device.resolve_precision`.
+            :func:`deblur_cli.backends.device.resolve_precision`.
 
     Attributes:
         device: the resolved :class:`torch.device`.
@@ -101,7 +101,7 @@ class TorchBackend:
     ) -> None:
         import torch
 
-        from deblur_cli.device import describe_device, resolve_device, resolve_precision
+        from deblur_cli.backends.device import describe_device, resolve_device, resolve_precision
 
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = resolve_precision(self.device, fp16, bf16)
@@ -152,7 +152,7 @@ def create_backend(
         raise DeblurError("--bf16 runs with the torch backend only (ONNX Runtime has no bfloat16 kernels for this model)")
     if backend == "onnx":
         try:
-            from deblur_cli.onnx_backend import OnnxBackend
+            from deblur_cli.backends.ort import OnnxBackend
         except ModuleNotFoundError as exc:
             missing = exc.name or "onnx_backend"
             raise DeblurError(

@@ -22,7 +22,7 @@ from torch import nn
 
 from deblur_cli.errors import DeblurError
 from deblur_cli.models.saphn import SAPHN, SAPHNConfig
-from deblur_cli.registry import read_safetensors_metadata, sha256_file
+from deblur_cli.hub.registry import read_safetensors_metadata, sha256_file
 
 #: Metadata keys this module writes itself (``extra_metadata`` cannot override them).
 RESERVED_METADATA = ("arch", "config", "format", "deblur_cli_version")
@@ -108,7 +108,7 @@ def model_from_weights(state: dict[str, torch.Tensor], metadata: dict[str, str],
     arch, raw = metadata.get("arch"), metadata.get("config")
     if not arch or not raw:
         raise DeblurError(
-            f"{label} has no 'arch'/'config' metadata: it was not saved by deblur_cli.loading.save_weights"
+            f"{label} has no 'arch'/'config' metadata: it was not saved by deblur_cli.hub.loading.save_weights"
         )
     try:
         config = SAPHNConfig.from_dict(json.loads(raw))
@@ -159,8 +159,8 @@ def resolve_weights(
         ``name``, ``source``, ``sha256``, ``path``, ``entry`` (registry name or ``None``),
         ``expected_arch`` (or ``None``), ``revision`` (Hub commit or ``None``).
     """
-    from deblur_cli import hub
-    from deblur_cli.registry import load_registry
+    from deblur_cli.hub import download as hub
+    from deblur_cli.hub.registry import load_registry
 
     registry = None
     entry = None

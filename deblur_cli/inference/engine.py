@@ -3,10 +3,10 @@
 * :func:`tile_process` is a pure function that runs a network over overlapping tiles and
   blends them with smooth (raised-cosine) weights, so tiled output has no seams.
 * :class:`Deblurrer` is the public API (``from deblur_cli import Deblurrer``): it owns a
-  backend (:mod:`deblur_cli.backends`), converts any supported array to the network's
+  backend (:mod:`deblur_cli.backends.base`), converts any supported array to the network's
   ``(3, H, W)`` float RGB and back (alpha untouched, gray stays gray, dtype kept), picks
   tile and batch sizes from free memory, and reads/writes files through
-  :mod:`deblur_cli.imageio`.
+  :mod:`deblur_cli.io.images`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from deblur_cli.errors import DeblurError
 if TYPE_CHECKING:
     from torch import nn
 
-    from deblur_cli.backends import Backend
+    from deblur_cli.backends.base import Backend
 
 #: Default overlap of neighbouring tiles, in pixels.
 DEFAULT_TILE_OVERLAP = 32
@@ -351,11 +351,11 @@ class FileResult:
 
 @dataclass(frozen=True)
 class VizRequest:
-    """Write the network's internal maps (:mod:`deblur_cli.viz`) next to each result, from the
+    """Write the network's internal maps (:mod:`deblur_cli.viz.maps`) next to each result, from the
     same forward pass (``deblur image/folder --viz DIR``).
 
     Attributes:
-        selection: a :class:`deblur_cli.viz.MapSelection`.
+        selection: a :class:`deblur_cli.viz.maps.MapSelection`.
         out_dir: folder for the map files; with ``mirror_from``, the root of a mirrored tree.
         mirror_from: output root of a folder run: the maps of ``OUT/a/b.png`` go to
             ``out_dir/a/``.
@@ -382,24 +382,24 @@ class Deblurrer:
     Args:
         model: registry or architecture name (``None``: the default model), or an
             already-built ``nn.Module`` (used as is: moved to the device, set to eval mode).
-        weights: local weights file or ``hf://repo/file@rev`` (see ``deblur_cli.loading``).
+        weights: local weights file or ``hf://repo/file@rev`` (see ``deblur_cli.hub.loading``).
         device: ``auto`` (CUDA if torch sees it, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-        backend: ``"torch"``, ``"onnx"`` (``deblur_cli.onnx_backend``), or a ready
-            :class:`~deblur_cli.backends.Backend` instance.
+        backend: ``"torch"``, ``"onnx"`` (``deblur_cli.backends.ort``), or a ready
+            :class:`~deblur_cli.backends.base.Backend` instance.
         tile: tile side; ``None`` chooses it from free memory (whole image when it fits),
             ``0`` never tiles.
         tile_overlap: overlap of neighbouring tiles in pixels (smoothly blended).
         fp16: half precision, CUDA only.
         bf16: bfloat16 autocast, torch backend, on a CPU with native bf16 or on CUDA.
         self_ensemble: average over this many flips/transposes of the input (1, 2, 4 or 8;
-            :mod:`deblur_cli.ensemble`): a little sharper, ``self_ensemble`` times slower.
+            :mod:`deblur_cli.inference.ensemble`): a little sharper, ``self_ensemble`` times slower.
         gate: ``(lo, hi)`` in pixels: first estimate each image's motion blur
-            (:mod:`deblur_cli.blur_extent`); below ``lo`` px return it untouched (the network
+            (:mod:`deblur_cli.gate.meter`); below ``lo`` px return it untouched (the network
             does not even run), from ``hi`` px deblur fully, blend in between. ``None``: always
             deblur.
         gate_scope: ``"image"`` (one estimate per image) or ``"region"`` (per region, the
-            gate applied per pixel: :meth:`~deblur_cli.blur_extent.BlurMeter.extent_map`).
-        blur_meter: the :class:`~deblur_cli.blur_extent.BlurMeter` for ``gate`` (default: the
+            gate applied per pixel: :meth:`~deblur_cli.gate.meter.BlurMeter.extent_map`).
+        blur_meter: the :class:`~deblur_cli.gate.meter.BlurMeter` for ``gate`` (default: the
             bundled one, loaded and checked here, so that damaged weights fail before any file).
 
     Attributes:
@@ -432,8 +432,8 @@ class Deblurrer:
         gate_scope: str = "image",
         blur_meter: Any | None = None,
     ) -> None:
-        from deblur_cli.backends import create_backend
-        from deblur_cli.ensemble import check_size
+        from deblur_cli.backends.base import create_backend
+        from deblur_cli.inference.ensemble import check_size
 
         if tile is not None and tile != 0 and tile < MIN_TILE:
             raise DeblurError(f"--tile must be 0 (no tiling) or at least {MIN_TILE}, got {tile}")
@@ -445,14 +445,14 @@ class Deblurrer:
             self.self_ensemble = check_size(self_ensemble)
         except ValueError as exc:
             raise DeblurError(str(exc)) from None
-        from deblur_cli.blur_extent import GATE_SCOPES
+        from deblur_cli.gate.meter import GATE_SCOPES
 
         if gate_scope not in GATE_SCOPES:
             raise DeblurError(f"--gate-scope must be one of {', '.join(GATE_SCOPES)}, got {gate_scope!r}")
         if gate is None and gate_scope != "image":
             raise DeblurError(f"--gate-scope {gate_scope} needs a blur gate (it is off: give --gate auto or LO,HI)")
         if gate is not None:
-            from deblur_cli.blur_extent import BlurMeter, check_gate
+            from deblur_cli.gate.meter import BlurMeter, check_gate
 
             gate = check_gate(*gate)
             if blur_meter is None:
@@ -509,8 +509,8 @@ class Deblurrer:
     # ---------------------------------------------------------------------------- blur gate
 
     def decide(self, rgb: np.ndarray) -> Any:
-        """The gate's :class:`~deblur_cli.blur_extent.GateDecision` for a ``(3, H, W)`` image."""
-        from deblur_cli.blur_extent import decide_gate
+        """The gate's :class:`~deblur_cli.gate.meter.GateDecision` for a ``(3, H, W)`` image."""
+        from deblur_cli.gate.meter import decide_gate
 
         if self.gate is None:
             raise DeblurError("no gate set")
@@ -530,7 +530,7 @@ class Deblurrer:
         image runs, so that each has its maps, and the gate still decides the output)."""
         if self.gate is None:
             return self._run_same_size(rgbs, batch_size, recorder, maps_out), []
-        from deblur_cli.blur_extent import apply_gate
+        from deblur_cli.gate.meter import apply_gate
 
         decisions = [self.decide(x) for x in rgbs]
         run = [i for i, d in enumerate(decisions) if d.weight > 0 or recorder is not None]
@@ -552,11 +552,11 @@ class Deblurrer:
         maps_out: list[tuple[dict, int]] | None = None,
     ) -> list[np.ndarray]:
         """:meth:`_run_once`, or with ``self_ensemble > 1`` the mean of that many passes over
-        flipped/transposed copies (:mod:`deblur_cli.ensemble`), each transformed back. Maps
+        flipped/transposed copies (:mod:`deblur_cli.inference.ensemble`), each transformed back. Maps
         (``recorder``) come from the untransformed pass."""
         if self.self_ensemble == 1:
             return self._run_once(rgbs, batch_size, recorder, maps_out)
-        from deblur_cli.ensemble import inverse, transform
+        from deblur_cli.inference.ensemble import inverse, transform
 
         total: list[np.ndarray] = []
         for i in range(self.self_ensemble):
@@ -634,7 +634,7 @@ class Deblurrer:
             An array of the same shape and dtype (for a path: as read), alpha untouched.
         """
         if not isinstance(image, np.ndarray):
-            from deblur_cli.imageio import read_image
+            from deblur_cli.io.images import read_image
 
             image = read_image(image).pixels
         rgb, alpha, layout = split_image(image)
@@ -700,7 +700,7 @@ class Deblurrer:
         Raises:
             DeblurError: bad input, existing output without ``overwrite``, unwritable output.
         """
-        from deblur_cli.imageio import read_image
+        from deblur_cli.io.images import read_image
 
         src, dst = Path(src), default_output(src) if dst is None else Path(dst)
         self._check_output(dst, overwrite)
@@ -726,7 +726,7 @@ class Deblurrer:
         """A factory of map recorders for ``viz`` (validated against the model), or ``None``."""
         if viz is None:
             return None
-        from deblur_cli.viz import check_selection, map_recorder
+        from deblur_cli.viz.maps import check_selection, map_recorder
 
         config = getattr(self.backend, "config", None)
         if config is None or not hasattr(self.backend, "model"):
@@ -739,7 +739,7 @@ class Deblurrer:
         self, viz: VizRequest, maps: tuple[dict, int], image: np.ndarray, out: np.ndarray, src: Path, dst: Path
     ) -> list[Path]:
         """Render the maps recorded for one image and write them as ``<dst stem>.<map>.png``."""
-        from deblur_cli.viz import as_rgb8, render_maps, write_maps
+        from deblur_cli.viz.maps import as_rgb8, render_maps, write_maps
 
         rec, index = maps
         name = self.model_info.get("name") or "model"
@@ -750,7 +750,7 @@ class Deblurrer:
 
     @staticmethod
     def _check_output(dst: Path, overwrite: bool) -> None:
-        from deblur_cli.imageio import output_format
+        from deblur_cli.io.images import output_format
 
         output_format(dst)
         if dst.is_dir():
@@ -760,7 +760,7 @@ class Deblurrer:
 
     @staticmethod
     def _check_encodable(pixels: np.ndarray, dst: Path) -> None:
-        from deblur_cli.imageio import output_format
+        from deblur_cli.io.images import output_format
 
         if output_format(dst) == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
             raise DeblurError(f"{dst}: the image has an alpha channel, which JPEG cannot store; use .png/.webp/.tiff")
@@ -778,7 +778,7 @@ class Deblurrer:
         """Encode ``pixels`` to ``dst`` with ``data``'s metadata; an image the gate left as it was
         (``decision.weight == 0``) is copied from ``src`` byte for byte when ``dst`` has the
         input's format, so that a JPEG is not compressed a second time."""
-        from deblur_cli.imageio import atomic_write_bytes, output_format, write_image
+        from deblur_cli.io.images import atomic_write_bytes, output_format, write_image
 
         if src is not None and decision is not None and decision.weight <= 0 and data.source_format == output_format(dst):
             try:
@@ -823,7 +823,7 @@ class Deblurrer:
             start = time.perf_counter()
             try:
                 self._check_output(dst, overwrite)
-                from deblur_cli.imageio import read_image
+                from deblur_cli.io.images import read_image
 
                 data = read_image(src)
                 self._check_encodable(data.pixels, dst)
@@ -902,7 +902,7 @@ def default_output(src: str | os.PathLike[str]) -> Path:
 def _sort_by_size(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     """Order jobs so that images of the same (header) size are adjacent; unreadable files
     keep their place at the end and fail when they are read."""
-    from deblur_cli.imageio import probe_size
+    from deblur_cli.io.images import probe_size
 
     def key(job: tuple[Path, Path]) -> tuple[int, int, int]:
         try:
@@ -952,7 +952,7 @@ def plan_folder(
 
     Args:
         input_dir: folder to scan; files with an extension in
-            :data:`~deblur_cli.imageio.INPUT_EXTENSIONS` (any case) are inputs, hidden files
+            :data:`~deblur_cli.io.images.INPUT_EXTENSIONS` (any case) are inputs, hidden files
             and other files are ignored.
         output_dir: default ``<input_dir>_deblurred`` beside it. It may be ``input_dir``
             itself (outputs then need a suffix, ``_deblurred`` by default, and files whose
@@ -971,7 +971,7 @@ def plan_folder(
         DeblurError: missing input folder, outputs that would replace an input or collide
             with each other, an unknown ``ext``, or no images found.
     """
-    from deblur_cli.imageio import INPUT_EXTENSIONS, OUTPUT_FORMATS
+    from deblur_cli.io.images import INPUT_EXTENSIONS, OUTPUT_FORMATS
 
     in_dir = Path(input_dir)
     if not in_dir.exists():

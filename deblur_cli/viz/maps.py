@@ -798,7 +798,7 @@ def blur_map_panel(
 ) -> np.ndarray:
     """The regional blur estimate over a photograph: ``image`` ``(H, W, 3)`` (any dtype
     :func:`as_rgb8` takes), ``extent_px`` ``(H, W)`` float (pixels of motion blur, e.g.
-    :meth:`deblur_cli.blur_extent.BlurMap.extent_px` upsampled), colours from 0 to ``vmax`` px
+    :meth:`deblur_cli.gate.meter.BlurMap.extent_px` upsampled), colours from 0 to ``vmax`` px
     (magma). With ``weights``, the regional gate per pixel (:meth:`BlurMap.weights`), the lines
     show what it does: white where it starts to deblur (outside, left as it was), black where it
     deblurs fully (inside). Returns an ``(H, W + legend, 3)`` uint8 RGB panel."""
@@ -851,7 +851,7 @@ def write_maps(
     """
     from PIL import Image
 
-    from deblur_cli.imageio import atomic_write_bytes
+    from deblur_cli.io.images import atomic_write_bytes
 
     paths = map_paths(rendered, out_dir, stem, raw)
     if not overwrite:
@@ -886,7 +886,7 @@ def fit_for_viz(pixels: np.ndarray, config: Any, device: Any = None, max_side: i
         DeblurError: the image would need more memory than is free (the message suggests a
             ``--max-side`` that fits).
     """
-    from deblur_cli.engine import available_memory, estimate_bytes_per_pixel
+    from deblur_cli.inference.engine import available_memory, estimate_bytes_per_pixel
 
     h, w = pixels.shape[:2]
     if max_side and max(h, w) > max_side:
@@ -910,7 +910,7 @@ def visualize(
     """Deblur ``image`` with ``model`` and render the selected maps from the same pass.
 
     Args:
-        model: an eval-mode SAPHN ``nn.Module`` (e.g. from ``deblur_cli.loading.load_model``).
+        model: an eval-mode SAPHN ``nn.Module`` (e.g. from ``deblur_cli.hub.loading.load_model``).
         image: ``(H, W[, C])`` uint8/uint16/float image (alpha ignored).
         selection: what to render (default :class:`MapSelection`()).
         device: where to run (default: the model's device).
@@ -919,7 +919,7 @@ def visualize(
     Returns:
         ``(output, rendered)``: the deblurred ``(H, W, 3)`` uint8 RGB and :class:`RenderedMaps`.
     """
-    from deblur_cli.engine import split_image
+    from deblur_cli.inference.engine import split_image
 
     sel = check_selection(selection or MapSelection(), int(model.config.blocks))
     rgb, _, _ = split_image(np.asarray(image))

@@ -1,10 +1,10 @@
 """The ONNX Runtime backend: runs batches through an exported SAPHN.
 
-:class:`OnnxBackend` implements the engine's backend protocol (:mod:`deblur_cli.backends`):
+:class:`OnnxBackend` implements the engine's backend protocol (:mod:`deblur_cli.backends.base`):
 ``run`` on a float32 ``(B, 3, H, W)`` batch and ``device_description``. Tiling, padding,
 batching and image IO stay in the engine, shared with the torch backend.
 
-On first use of a model the backend exports it (:func:`deblur_cli.onnx_export.export_onnx`,
+On first use of a model the backend exports it (:func:`deblur_cli.backends.onnx_export.export_onnx`,
 verified against torch) into a cache folder and reuses the file afterwards. The file name is
 keyed by the weights' sha256, the opset, the precision and the deblur version, and the
 file's own metadata must repeat them, so a stale or foreign export is never used; an
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.onnx_export import (
+from deblur_cli.backends.onnx_export import (
     DEFAULT_OPSET,
     META_ARCH,
     META_CONFIG,
@@ -34,7 +34,7 @@ from deblur_cli.onnx_export import (
     META_SHA256,
     META_VERSION,
 )
-from deblur_cli.providers import CPU, CUDA, TENSORRT, select_providers, wants_gpu
+from deblur_cli.backends.providers import CPU, CUDA, TENSORRT, select_providers, wants_gpu
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,10 +67,10 @@ class OnnxBackend:
     Args:
         model: registry/architecture name, ``None`` for the default model, or a built
             ``nn.Module`` (exported from memory; its cache key is
-            :func:`~deblur_cli.onnx_export.state_digest`).
+            :func:`~deblur_cli.backends.onnx_export.state_digest`).
         weights: local ``.safetensors`` file or ``hf://repo/file@rev`` (exported and cached), or
             an ``.onnx`` file (used as is; ``model`` must then be ``None``).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; see :mod:`deblur_cli.providers`.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; see :mod:`deblur_cli.backends.providers`.
         opset: ONNX opset of exports (at least 16).
         fp16: use a float16 export; needs the CUDA provider (an error on CPU).
         cache_dir: export cache; default :func:`default_cache_dir`.
@@ -107,7 +107,7 @@ class OnnxBackend:
     ) -> None:
         import onnxruntime as ort
 
-        from deblur_cli.onnx_export import check_opset
+        from deblur_cli.backends.onnx_export import check_opset
 
         check_opset(opset)
         self.opset = opset
@@ -193,7 +193,7 @@ class OnnxBackend:
 
     def _use_module(self, model: nn.Module) -> None:
         """A built module: exported from memory, cached under its state digest."""
-        from deblur_cli.onnx_export import export_metadata, state_digest
+        from deblur_cli.backends.onnx_export import export_metadata, state_digest
 
         digest = state_digest(model)
         info = {"name": type(model).__name__, "arch": None, "source": "in-memory module", "sha256": digest, "path": None}
@@ -205,8 +205,8 @@ class OnnxBackend:
 
     def _use_named(self, model: str | None, weights: str | None) -> None:
         """A registry entry or weights file: cached under the file's sha256."""
-        from deblur_cli.loading import load_model, resolve_weights
-        from deblur_cli.onnx_export import export_metadata
+        from deblur_cli.hub.loading import load_model, resolve_weights
+        from deblur_cli.backends.onnx_export import export_metadata
 
         resolved = resolve_weights(model, weights)
         expected = resolved.get("expected_arch")
@@ -261,7 +261,7 @@ class OnnxBackend:
         self.config = self._config(meta)
 
     def _export(self, net: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-        from deblur_cli.onnx_export import export_onnx
+        from deblur_cli.backends.onnx_export import export_onnx
 
         export_onnx(net, path, opset=self.opset, fp16=self.precision == "fp16", metadata=metadata, overwrite=True)
 
@@ -270,7 +270,7 @@ class OnnxBackend:
     def _session(self, path: Path) -> Any:
         import onnxruntime as ort
 
-        from deblur_cli.onnx_export import session_options
+        from deblur_cli.backends.onnx_export import session_options
 
         return ort.InferenceSession(str(path), session_options(self.threads), providers=self._requested)
 

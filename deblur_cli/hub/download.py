@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.registry import Registry, WeightsEntry, read_safetensors_metadata, sha256_file
+from deblur_cli.hub.registry import Registry, WeightsEntry, read_safetensors_metadata, sha256_file
 
 HF_SCHEME = "hf://"
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -290,7 +290,7 @@ def publish(
     if arch is not None and meta.get("arch") != arch:
         raise DeblurError(f"{src} holds weights for arch {meta.get('arch')!r}, expected {arch!r}")
     if "config" not in meta:
-        raise DeblurError(f"{src} has no 'config' metadata: save it with deblur_cli.loading.save_weights")
+        raise DeblurError(f"{src} has no 'config' metadata: save it with deblur_cli.hub.loading.save_weights")
     if is_offline():
         raise DeblurError("cannot publish while offline mode is on (unset HF_HUB_OFFLINE)")
     digest = sha256_file(src)

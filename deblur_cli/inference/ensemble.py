@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Ensemble sizes accepted by :class:`~deblur_cli.engine.Deblurrer` and ``--self-ensemble``.
+#: Ensemble sizes accepted by :class:`~deblur_cli.inference.engine.Deblurrer` and ``--self-ensemble``.
 SIZES = (1, 2, 4, 8)
 
 

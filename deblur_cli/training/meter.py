@@ -1,4 +1,4 @@
-"""Training the blur-extent network (:mod:`deblur_cli.blur_extent`) on synthetic blur.
+"""Training the blur-extent network (:mod:`deblur_cli.gate.meter`) on synthetic blur.
 
 Each sample is a luma crop with a known label: a random patch of a sharp photograph
 (:meth:`SyntheticPairs.random_patch`: rescaled, flipped, rotated), sometimes defocused (the label
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deblur_cli.blur_extent import TILE, BlurExtentNet, to_luma
+from deblur_cli.gate.meter import TILE, BlurExtentNet, to_luma
 from deblur_cli.data.datasets import SyntheticPairs
 from deblur_cli.data.synthetic import BlurSettings, add_noise_jpeg, defocus, degrade, quantize
 
@@ -83,7 +83,7 @@ def make_samples(
 
 
 def _texture(rgb: np.ndarray) -> float:
-    """Mean absolute Laplacian of the luma (what :func:`~deblur_cli.blur_extent.textured_tiles` ranks by)."""
+    """Mean absolute Laplacian of the luma (what :func:`~deblur_cli.gate.meter.textured_tiles` ranks by)."""
     import cv2
 
     return float(np.abs(cv2.Laplacian(to_luma(rgb), cv2.CV_32F)).mean())

@@ -10,7 +10,7 @@ metrics, and, for weights that ship with the package, the ``bundled`` file name 
 ``weights/``.
 
 This module imports neither torch nor huggingface_hub (``deblur weights list`` stays instant);
-downloading is :mod:`deblur_cli.hub`, building models is :mod:`deblur_cli.loading`.
+downloading is :mod:`deblur_cli.hub.download`, building models is :mod:`deblur_cli.hub.loading`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def weights_dir() -> Path:
     try:
         return Path(str(files(WEIGHTS_PACKAGE)))
     except ModuleNotFoundError:
-        checkout = Path(__file__).resolve().parent.parent / "weights"
+        checkout = Path(__file__).resolve().parents[2] / "weights"
         if (checkout / REGISTRY_FILE).is_file():
             return checkout
         raise

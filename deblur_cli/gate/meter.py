@@ -443,8 +443,8 @@ def check_gate(lo: float, hi: float) -> tuple[float, float]:
 
 def bundled_path() -> Path:
     """The bundled blur-extent weights: in the installed package, or in ``weights/`` of a
-    source checkout (the same lookup as the SAPHN registry, :func:`deblur_cli.registry.weights_dir`)."""
-    from deblur_cli.registry import weights_dir
+    source checkout (the same lookup as the SAPHN registry, :func:`deblur_cli.hub.registry.weights_dir`)."""
+    from deblur_cli.hub.registry import weights_dir
 
     return weights_dir() / BUNDLED_FILE
 
@@ -457,7 +457,7 @@ def checked_bundled_path() -> Path:
     """
     import json
 
-    from deblur_cli.registry import sha256_file
+    from deblur_cli.hub.registry import sha256_file
 
     try:
         path = bundled_path()
@@ -485,7 +485,7 @@ def save_blur_extent(net: BlurExtentNet, path: str | Path, metadata: dict[str, s
     """Write ``net`` as safetensors (metadata ``arch=blur-extent``, ``width``); returns its sha256."""
     from safetensors.torch import save_file
 
-    from deblur_cli.registry import sha256_file
+    from deblur_cli.hub.registry import sha256_file
 
     meta = {"arch": "blur-extent", "width": str(net.width), **(metadata or {})}
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
@@ -501,7 +501,7 @@ def load_blur_extent(path: str | Path, device: str | torch.device = "cpu") -> Bl
     Raises:
         DeblurError: missing/unreadable file, or not blur-extent weights.
     """
-    from deblur_cli.loading import read_weights
+    from deblur_cli.hub.loading import read_weights
 
     state, meta = read_weights(path)
     if meta.get("arch") != "blur-extent":

@@ -24,7 +24,7 @@ casts itself), so it proves the graph and the rounding of the weights rather tha
 GPU half-precision arithmetic; its tolerance is ``1e-2`` (about 2.5/255).
 
 The model's metadata (``metadata_props``) records what the file was made from, see
-:func:`export_metadata`; :mod:`deblur_cli.onnx_backend` uses it to refuse stale cached files.
+:func:`export_metadata`; :mod:`deblur_cli.backends.ort` uses it to refuse stale cached files.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def export_model(
     fp16: bool = False,
     overwrite: bool = False,
 ) -> tuple[ExportResult, dict[str, Any]]:
-    """Load a model like every command does (:func:`deblur_cli.loading.load_model`) and export it.
+    """Load a model like every command does (:func:`deblur_cli.hub.loading.load_model`) and export it.
 
     Returns:
         ``(result, info)``: the :class:`ExportResult` and the loader's info dict.
@@ -244,7 +244,7 @@ def export_model(
     dest = Path(output).expanduser()
     check_destination(dest, overwrite)  # before the (slow) load and export
     check_opset(opset)
-    from deblur_cli.loading import load_model
+    from deblur_cli.hub.loading import load_model
 
     net, info = load_model(model, weights, "cpu")
     meta = export_metadata(net, sha256=info["sha256"], arch=info.get("arch"), name=info.get("name"))

@@ -12,7 +12,7 @@ Rules (the README's ONNX section repeats them for users):
 
 The CPU provider always comes last: onnxruntime places nodes the GPU providers cannot run
 there. Which providers a session really uses is ``session.get_providers()``, reported by
-:class:`deblur_cli.onnx_backend.OnnxBackend`.
+:class:`deblur_cli.backends.ort.OnnxBackend`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""What the network did: recording its internal maps and rendering them as pictures."""
