@@ -13,15 +13,14 @@ run at 1280x720 on 2 cores, and its export takes minutes.
 
 Usage::
 
-    python benchmarks/backends.py                                   # every variant, 1280x720
-    python benchmarks/backends.py --variants saphn-s,saphn-tiny --size 320x180 --runs 3
+    python -m benchmarks.backends                                   # every variant, 1280x720
+    python -m benchmarks.backends --variants saphn-s,saphn-tiny --size 320x180 --runs 3
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,15 +29,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import cpu_name  # one definition for the benchmark scripts
-from latency import parse_size as latency_parse_size
-
-from deblur_cli.allocator import keep_freed_memory
-from deblur_cli.backends import TorchBackend
+from benchmarks.latency import cpu_name  # one definition for the benchmark scripts
+from benchmarks.latency import parse_size as latency_parse_size
+from deblur_cli.backends.ort import OnnxBackend
+from deblur_cli.backends.torch_backend import TorchBackend
 from deblur_cli.errors import DeblurError
+from deblur_cli.inference.allocator import keep_freed_memory
 from deblur_cli.models import create_model, list_variants, randomize_zero_layers
-from deblur_cli.onnx_backend import OnnxBackend
 
 
 def random_model(name: str) -> torch.nn.Module:

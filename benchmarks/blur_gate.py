@@ -3,10 +3,10 @@
 For each pair of each ``--data`` folder the deblurring network runs once and the blur-extent
 network estimates the blur of the blurred image; every gate ``(lo, hi)`` of the grid is then
 scored from those (gated output = ``blurred + w * (deblurred - blurred)``, ``w`` from
-:func:`deblur_cli.blur_extent.gate_weight`). Per gate and folder: mean gain, pairs more than
+:func:`deblur_cli.gate.decision.gate_weight`). Per gate and folder: mean gain, pairs more than
 0.05 dB worse than their input. Also prints the estimated extent of every pair.
 
-How the default gate was chosen (rule written before running it, session 6): on the two
+How the default gate was chosen (rule written before running it): on the two
 validation folders (``val-pairs``: 38 motion-blurred pairs, 9-21 px; ``val-nearsharp-pairs``: 38
 pairs at 2-3 px), among the gates whose mean gain on the motion-blurred pairs is at most 0.05 dB
 below the ungated network's and which make no more of them worse, take the one with the highest
@@ -14,15 +14,15 @@ mean gain over all 76 pairs. The held-out pairs and ``benchmarks/blur_sweep.py -
 the chosen gate afterwards.
 
 ``--scopes`` also scores the regional gate (``--gate-scope region``): ``region:SIGMA`` applies
-each gate per pixel to :meth:`deblur_cli.blur_extent.BlurMeter.extent_map` with a window of
-SIGMA px; its rows are keyed ``LO,HI@region:SIGMA``. Session 10's rule for it is in
+each gate per pixel to :meth:`deblur_cli.gate.meter.BlurMeter.extent_map` with a window of
+SIGMA px; its rows are keyed ``LO,HI@region:SIGMA``. The rule for choosing it is in
 ``runs/region-gate/RULE.md``.
 
 Usage::
 
-    python benchmarks/blur_gate.py                                  # bundled weights, validation folders
-    python benchmarks/blur_gate.py --data data/photos/heldout-pairs --gates 4,7
-    python benchmarks/blur_gate.py --gates 4,6 --scopes image,region:96,region:192,region:384
+    python -m benchmarks.blur_gate                                  # bundled weights, validation folders
+    python -m benchmarks.blur_gate --data data/photos/heldout-pairs --gates 4,7
+    python -m benchmarks.blur_gate --gates 4,6 --scopes image,region:96,region:192,region:384
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def score_gates(
 ) -> dict[str, dict[str, float]]:
     """``items``: ``(extent, blurred, deblurred, sharp)`` per pair, ``(H, W, 3)`` arrays, or
     ``(extent, maps, blurred, deblurred, sharp)`` with ``maps`` a dict of
-    :class:`~deblur_cli.blur_extent.BlurMap` by scope (``"region:192"``). Per gate and scope
+    :class:`~deblur_cli.gate.regions.BlurMap` by scope (``"region:192"``). Per gate and scope
     (and ``off``): mean ``gain`` and ``worse`` (pairs more than :data:`TOLERANCE_DB` below their
     input). Keys: ``off``, ``LO,HI`` (whole image), ``LO,HI@SCOPE`` (regional)."""
-    from deblur_cli.blur_extent import apply_gate, gate_weight
-    from deblur_cli.evaluate import psnr
+    from deblur_cli.eval.pairs import psnr
+    from deblur_cli.gate.decision import apply_gate, gate_weight
 
     rows = [it if len(it) == 5 else (it[0], {}, *it[1:]) for it in items]
     out: dict[str, dict[str, float]] = {}
@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from deblur_cli import Deblurrer
-    from deblur_cli.blur_extent import BlurMeter, blur_map_from_readings
     from deblur_cli.data.datasets import find_pairs, read_rgb
+    from deblur_cli.gate.meter import BlurMeter
+    from deblur_cli.gate.regions import blur_map_from_readings
 
     torch.set_num_threads(args.threads)
     gates = [tuple(float(v) for v in g.split(",")) for g in args.gates.split()]

@@ -6,8 +6,8 @@ Median of ``--runs`` warm runs, ``--threads`` intra-op threads.
 
 Usage::
 
-    python benchmarks/blur_meter_speed.py
-    python benchmarks/blur_meter_speed.py --sizes 1280x720,4000x3000 --threads 1
+    python -m benchmarks.blur_meter_speed
+    python -m benchmarks.blur_meter_speed --sizes 1280x720,4000x3000 --threads 1
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from deblur_cli.blur_extent import BlurMeter
+    from deblur_cli.gate.meter import BlurMeter
 
     torch.set_num_threads(args.threads)
     meter = BlurMeter()

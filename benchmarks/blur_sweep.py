@@ -10,11 +10,11 @@ is better, ``inf`` = unchanged) instead of a gain.
 
 Usage::
 
-    python benchmarks/blur_sweep.py                                   # bundled default weights
-    python benchmarks/blur_sweep.py --weights runs/x/final.safetensors --json sweep.json
-    python benchmarks/blur_sweep.py --extents 0,2,4,8 --side 256 --self-ensemble 8
-    python benchmarks/blur_sweep.py --gate auto        # with the blur gate of `deblur image`
-    python benchmarks/blur_sweep.py --gate auto --gate-scope region
+    python -m benchmarks.blur_sweep                                   # bundled default weights
+    python -m benchmarks.blur_sweep --weights runs/x/final.safetensors --json sweep.json
+    python -m benchmarks.blur_sweep --extents 0,2,4,8 --side 256 --self-ensemble 8
+    python -m benchmarks.blur_sweep --gate auto        # with the blur gate of `deblur image`
+    python -m benchmarks.blur_sweep --gate auto --gate-scope region
 
 ``--photos`` defaults to the held-out photographs (``data/photos/heldout``, made by
 ``python -m deblur_cli.data.photos data/photos``); each is centre-cropped to ``--side``. The
@@ -46,7 +46,7 @@ def sweep(
     ``photos`` are ``(H, W, 3)`` float32 sharp images (already 8-bit levels). Extent 0 runs the
     sharp photographs (for each kind, so both tables start from the same reference row)."""
     from deblur_cli.data.synthetic import BlurSettings, degrade, quantize
-    from deblur_cli.evaluate import psnr
+    from deblur_cli.eval.pairs import psnr
 
     rng = np.random.default_rng(seed)
     settings = BlurSettings()
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from deblur_cli import Deblurrer
-    from deblur_cli.allocator import keep_freed_memory
-    from deblur_cli.blur_extent import parse_gate
+    from deblur_cli.gate.decision import parse_gate
+    from deblur_cli.inference.allocator import keep_freed_memory
 
     if not args.photos.is_dir():
         print(f"--photos {args.photos}: not a folder (python -m deblur_cli.data.photos data/photos)", file=sys.stderr)

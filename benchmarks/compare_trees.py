@@ -1,7 +1,7 @@
 """Before/after latency of a code change: two source trees, timed in alternating processes.
 
 A speed change of a few percent is smaller than the drift of a shared 2-core machine between
-two runs of ``latency.py`` (session 11 measured +-20 % on identical code), so the two versions
+two runs of ``latency.py`` (+-20 % measured on identical code), so the two versions
 are timed in turns: ``--pairs`` times, one process with the *before* tree, then one with the
 *after* tree, each building the same seeded random model as ``latency.py`` (channels-last,
 allocator tuned as the ``deblur`` command tunes it), running one 1280x720 image ``--warmup``
@@ -12,7 +12,7 @@ trees. Separate processes, because two versions of ``deblur_cli`` cannot share o
 The *before* tree is usually an export of a commit::
 
     mkdir -p /tmp/before && git archive HEAD deblur_cli benchmarks | tar -x -C /tmp/before
-    python benchmarks/compare_trees.py --before /tmp/before --after . --variant saphn-s --pairs 8
+    python -m benchmarks.compare_trees --before /tmp/before --after . --variant saphn-s --pairs 8
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 
 def worker(root: Path, variant: str, size: tuple[int, int], runs: int, warmup: int, threads: int, out: Path) -> None:
     """In a fresh process: time ``variant`` from the tree ``root``; print JSON, save the output."""
+    # The tree under test goes first on the path, so that its deblur_cli and benchmarks are the
+    # ones imported; its benchmarks/ folder too, for trees whose latency.py imports dmphn by bare name.
     sys.path[:0] = [str(root), str(root / "benchmarks")]
     import numpy as np
     import torch
@@ -38,13 +40,16 @@ def worker(root: Path, variant: str, size: tuple[int, int], runs: int, warmup: i
 
     if not Path(deblur_cli.__file__).resolve().is_relative_to(root.resolve()):
         raise SystemExit(f"deblur_cli was imported from {deblur_cli.__file__}, not from {root}")
-    from latency import build_models, torch_runner
+    from benchmarks import latency
 
-    from deblur_cli.allocator import keep_freed_memory
+    if not Path(latency.__file__).resolve().is_relative_to(root.resolve()):
+        raise SystemExit(f"benchmarks.latency was imported from {latency.__file__}, not from {root}")
+
+    from deblur_cli.inference.allocator import keep_freed_memory
 
     keep_freed_memory()
     torch.set_num_threads(threads)
-    run = torch_runner(build_models([variant], [])[variant], bf16=False)
+    run = latency.torch_runner(latency.build_models([variant], [])[variant], bf16=False)
     w, h = size
     x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
     # The timing loop is written out here, not imported (backends.seconds is the same loop):

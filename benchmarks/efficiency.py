@@ -15,9 +15,9 @@ The issue's target for the paper-width ``saphn``: at least 60 % of the measured 
 
 Usage::
 
-    python benchmarks/efficiency.py                                   # 1280x720, 2 threads
-    python benchmarks/latency.py --json lat.json && python benchmarks/efficiency.py --latency-json lat.json
-    python benchmarks/efficiency.py --size 320x180 --runs 1 --variants saphn-s   # quick check
+    python -m benchmarks.efficiency                                   # 1280x720, 2 threads
+    python -m benchmarks.latency --json lat.json && python -m benchmarks.efficiency --latency-json lat.json
+    python -m benchmarks.efficiency --size 320x180 --runs 1 --variants saphn-s   # quick check
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dmphn import BASELINES
-from latency import DEFAULT_VARIANTS, build_models, cpu_name, measure, parse_size, torch_runner
-
-from deblur_cli.allocator import keep_freed_memory
+from benchmarks.dmphn import BASELINES
+from benchmarks.latency import DEFAULT_VARIANTS, build_models, cpu_name, measure, parse_size, torch_runner
+from deblur_cli.inference.allocator import keep_freed_memory
 from deblur_cli.models import list_variants
 
 
@@ -57,7 +55,7 @@ def gemm_rates(threads: int, dtype: torch.dtype = torch.float32, n: int = 2048, 
 
     Why both: the two libraries differ by up to 2.4x on some CPUs (on an AMD EPYC, MKL's fp32
     GEMM ran at ~200 GFLOP/s and oneDNN's at ~450), and the models use both (convolutions go
-    through oneDNN, and so does the filtering module's product since session 8). A "peak" from
+    through oneDNN, and so may the filtering module's product). A "peak" from
     the slower one would put plain convolutions above 100 %.
     """
     old = torch.get_num_threads()

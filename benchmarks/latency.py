@@ -14,27 +14,30 @@ onnxruntime session has run in a process, torch runs in it are slower and errati
 of the process (measured on ``saphn-s`` with glibc's malloc defaults: 1.42-1.46 s before,
 2.0-3.4 s after, even after 3 s idle), while onnxruntime is not slowed by torch. ``--threads``
 sets torch's intra-op threads and onnxruntime's. The allocator is tuned as the ``deblur``
-command tunes it (:mod:`deblur_cli.allocator`; ``DEBLUR_MALLOC=system`` for glibc's defaults).
+command tunes it (:mod:`deblur_cli.inference.allocator`; ``DEBLUR_MALLOC=system`` for glibc's defaults).
 Weights are random (speed does not depend on them); zero-initialised heads and meta-layers are
 made non-zero so the filtering module samples at real offsets. The network is timed directly on
 one ``(1, 3, H, W)`` batch: no image IO, no tiling. Every torch model runs channels-last (NHWC),
 as the ``deblur`` CPU backend runs SAPHN; DMPHN gains from it too (DMPHN(1-2-4): 6.14 s NCHW,
-5.01 s NHWC, session 3), so the ratio compares both at their best.
+5.01 s NHWC), so the ratio compares both at their best.
 
 ``--compare-reference`` adds, for every variant, a row that runs the same weights with the
-straightforward filtering module (``pixel_filter.pixel_dependent_filter_reference``, all taps at
-once), interleaved with the rest: the before/after of the speed work on this machine.
+straightforward filtering module (``deblur_cli.ops.pixel_filter.pixel_dependent_filter_reference``,
+all taps at once), interleaved with the rest: the before/after of the speed work on this machine.
+``--grid-sample-only`` and ``--no-onednn-products``/``--onednn-products`` choose other forms of
+the CPU fast paths for the whole run (``deblur_cli.ops.pixel_filter.implementation`` and
+``deblur_cli.ops.cpu.onednn_products``).
 
-ONNX models are exported once per run with :func:`deblur_cli.onnx_export.export_onnx` (checked
+ONNX models are exported once per run with :func:`deblur_cli.backends.onnx_export.export_onnx` (checked
 against torch); pass ``--onnx-dir`` to keep them and reuse them on the next run (the file name
 holds a digest of the weights, so a stale file is never used). Exporting ``saphn`` takes minutes.
 
 Usage::
 
-    python benchmarks/latency.py                                  # the full table (quiet machine!)
-    python benchmarks/latency.py --size 320x180 --runs 3 --variants saphn-s --no-onnx   # quick check
-    python benchmarks/latency.py --json latency.json             # raw timings, for efficiency.py
-    python benchmarks/latency.py --variants saphn-s --baselines '' --compare-reference   # before/after
+    python -m benchmarks.latency                                  # the full table (quiet machine!)
+    python -m benchmarks.latency --size 320x180 --runs 3 --variants saphn-s --no-onnx   # quick check
+    python -m benchmarks.latency --json latency.json             # raw timings, for efficiency.py
+    python -m benchmarks.latency --variants saphn-s --baselines '' --compare-reference   # before/after
 """
 
 from __future__ import annotations
@@ -46,19 +49,19 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dmphn import BASELINES
-
-from deblur_cli.allocator import keep_freed_memory
-from deblur_cli.models import create_model, list_variants, pixel_filter, randomize_zero_layers
+from benchmarks.dmphn import BASELINES
+from deblur_cli.inference.allocator import keep_freed_memory
+from deblur_cli.models import create_model, list_variants, randomize_zero_layers
+from deblur_cli.ops import pixel_filter
+from deblur_cli.ops.cpu import onednn_products
 
 #: Variants benchmarked by default (``saphn-tiny`` is a test configuration).
 DEFAULT_VARIANTS = ("saphn", "saphn-a", "saphn-s")
@@ -109,27 +112,24 @@ def parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@contextmanager
-def reference_filtering() -> Iterator[None]:
-    """Within the block, SAPHN's filtering module runs its straightforward reference form."""
-    saved = pixel_filter.pixel_dependent_filter, pixel_filter._kernel_only_filter
-    pixel_filter.pixel_dependent_filter = pixel_filter.pixel_dependent_filter_reference
-    pixel_filter._kernel_only_filter = pixel_filter._kernel_only_filter_reference
-    try:
-        yield
-    finally:
-        pixel_filter.pixel_dependent_filter, pixel_filter._kernel_only_filter = saved
-
-
-def torch_runner(model: nn.Module, bf16: bool, reference: bool = False) -> Callable[[np.ndarray], object]:
+def torch_runner(
+    model: nn.Module,
+    bf16: bool,
+    reference: bool = False,
+    grid_sample_only: bool = False,
+    onednn: bool | None = None,
+) -> Callable[[np.ndarray], object]:
     """``x -> model(x)`` under inference mode, channels-last as ``deblur``'s CPU backend runs it
     (every model, DMPHN too: both gain from it), and CPU bfloat16 autocast if ``bf16``; with the
-    reference filtering module if ``reference``."""
+    reference filtering module if ``reference``, with ``grid_sample`` instead of the row gather
+    if ``grid_sample_only``, and the CPU products through oneDNN (``True``) or torch.mm/bmm
+    (``False``) if ``onednn`` is given."""
     model.to(memory_format=torch.channels_last)
+    impl = "reference" if reference else "grid_sample" if grid_sample_only else "auto"
 
     def run(x: np.ndarray) -> object:
         amp = torch.autocast("cpu", torch.bfloat16) if bf16 else nullcontext()
-        with torch.inference_mode(), amp, reference_filtering() if reference else nullcontext():
+        with torch.inference_mode(), amp, pixel_filter.implementation(impl), onednn_products(onednn):
             return model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
 
     return run
@@ -140,14 +140,14 @@ def onnx_runner(
 ) -> Callable[[np.ndarray], object]:
     """Export ``model`` (or reuse an export of the same weights) and return an onnxruntime runner
     (exported with the reference filtering module if ``reference``)."""
-    from deblur_cli.onnx_export import INPUT_NAME, OUTPUT_NAME, cpu_session, export_onnx, state_digest
+    from deblur_cli.backends.onnx_export import INPUT_NAME, OUTPUT_NAME, cpu_session, export_onnx, state_digest
 
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
     path = onnx_dir / f"{safe}-{state_digest(model)[:16]}.onnx"
     if not path.exists():
         start = time.perf_counter()
         print(f"  exporting {label} to ONNX ...", file=sys.stderr, flush=True)
-        with reference_filtering() if reference else nullcontext():
+        with pixel_filter.implementation("reference") if reference else nullcontext():
             result = export_onnx(model, path)
         print(
             f"  exported {label} in {time.perf_counter() - start:.0f} s (max |onnx - torch| {result.max_abs_diff:.1e})",
@@ -245,27 +245,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--no-onednn-products",
         action="store_true",
-        help="filtering-module and attention products through torch.mm/bmm as before session 8 (not oneDNN; "
-        "on Intel CPUs the filtering module's product is torch.mm by default since session 11)",
+        help="filtering-module and attention products through torch.mm/bmm on every CPU (not oneDNN; by "
+        "default the filtering module's product is torch.mm on Intel CPUs only)",
     )
     ap.add_argument(
         "--onednn-products",
         action="store_true",
-        help="the filtering module's product through oneDNN on every CPU (the default before session 11)",
+        help="the filtering module's product through oneDNN on every CPU (by default: on CPUs other than Intel's)",
     )
     args = ap.parse_args(argv)
     keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
-    if args.grid_sample_only:
-        pixel_filter.ROW_GATHER_MIN_CHANNELS = 1 << 30
-    if args.no_onednn_products:
-        from deblur_cli.models import attention
-
-        pixel_filter.GEMM_BY_ONEDNN = False
-        attention.ONEDNN_MIX = False
-    if args.onednn_products:
-        if args.no_onednn_products:
-            ap.error("--onednn-products and --no-onednn-products exclude each other")
-        pixel_filter.GEMM_BY_ONEDNN = True
+    if args.onednn_products and args.no_onednn_products:
+        ap.error("--onednn-products and --no-onednn-products exclude each other")
+    onednn = True if args.onednn_products else False if args.no_onednn_products else None
+    fast_paths = {"grid_sample_only": args.grid_sample_only, "onednn": onednn}
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         ap.error("--runs and --threads must be >= 1, --warmup >= 0")
 
@@ -295,9 +288,9 @@ def main(argv: list[str] | None = None) -> None:
         runners: dict[tuple[str, str], Callable[[np.ndarray], object]] = {}
         for label, model in models.items():
             ref = label.endswith(REFERENCE_PDF)
-            runners[(label, "torch fp32")] = torch_runner(model, bf16=False, reference=ref)
+            runners[(label, "torch fp32")] = torch_runner(model, bf16=False, reference=ref, **fast_paths)
             if "torch bf16" in backends:
-                runners[(label, "torch bf16")] = torch_runner(model, bf16=True, reference=ref)
+                runners[(label, "torch bf16")] = torch_runner(model, bf16=True, reference=ref, **fast_paths)
             if "onnxruntime fp32" in backends:
                 runners[(label, "onnxruntime fp32")] = onnx_runner(model, label, onnx_dir, args.threads, ref)
         x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)

@@ -13,9 +13,9 @@ The issue's target: at most 4 GiB for 24 MP.
 
 Usage::
 
-    python benchmarks/memory.py                                  # saphn-s: baseline, 720p, 24 MP auto and 1024
-    python benchmarks/memory.py --model saphn --tiles 512         # another model / tile
-    python benchmarks/memory.py --cases baseline:64x64,small:640x360 --tiles 256   # quick check
+    python -m benchmarks.memory                                  # saphn-s: baseline, 720p, 24 MP auto and 1024
+    python -m benchmarks.memory --model saphn --tiles 512         # another model / tile
+    python -m benchmarks.memory --cases baseline:64x64,small:640x360 --tiles 256   # quick check
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def worker(model: str, size: str, tile: str, backend: str, threads: int) -> None
     import torch
 
     from deblur_cli import Deblurrer
-    from deblur_cli.allocator import keep_freed_memory
+    from deblur_cli.inference.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
     torch.set_num_threads(threads)

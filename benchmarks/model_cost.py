@@ -6,7 +6,7 @@ computed and the script takes seconds. Element-wise work (bilinear sampling of t
 module, activations, softmax) is not counted by torch's counter; ``sampled`` reports the number
 of values that ``grid_sample`` produces, to show its size.
 
-Usage: ``python benchmarks/model_cost.py [--height 720 --width 1280]``
+Usage: ``python -m benchmarks.model_cost [--height 720 --width 1280]``
 """
 
 from __future__ import annotations

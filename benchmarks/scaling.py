@@ -11,8 +11,8 @@ fits); a number fixes the tile so every size is tiled the same way.
 
 Usage::
 
-    python benchmarks/scaling.py                                   # saphn-s, 0.25-24 MP, plot to benchmarks/scaling.png
-    python benchmarks/scaling.py --sizes 0.05,0.1,0.2 --tile 128 --plot /tmp/s.png   # quick check
+    python -m benchmarks.scaling                                   # saphn-s, 0.25-24 MP, plot to benchmarks/scaling.png
+    python -m benchmarks.scaling --sizes 0.05,0.1,0.2 --tile 128 --plot /tmp/s.png   # quick check
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import _model, _synthetic
+from benchmarks.memory import _model, _synthetic
 
 DEFAULT_SIZES = "0.25,0.5,1,2,4,8,12,16,24"
 DEFAULT_PLOT = Path(__file__).resolve().parent / "scaling.png"
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help=f"PNG to write (default {DEFAULT_PLOT})")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args(argv)
-    from deblur_cli.allocator import keep_freed_memory
+    from deblur_cli.inference.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the deblur command does (DEBLUR_MALLOC=system: glibc defaults)
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from deblur_cli._version import __version__
 
 if TYPE_CHECKING:
-    from deblur_cli.inference.engine import Deblurrer
+    from deblur_cli.inference.deblurrer import Deblurrer
 
 __all__ = ["Deblurrer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Deblurrer":
-        from deblur_cli.inference.engine import Deblurrer
+        from deblur_cli.inference.deblurrer import Deblurrer
 
         return Deblurrer
     raise AttributeError(name)

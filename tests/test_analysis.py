@@ -12,7 +12,7 @@ from PIL import Image
 
 from deblur_cli.eval import psf as an
 from deblur_cli.errors import DeblurError
-from deblur_cli.viz.maps import tap_grid
+from deblur_cli.viz.geometry import tap_grid
 
 
 def stretched_offsets(angle_deg: float, stretch: float, k: int = 5, hw: tuple[int, int] = (4, 6)) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Issue 8: the DMPHN baseline, the speed-optimised filtering module (identical outputs), `deblur bench`."""
+"""The benchmark scripts (the DMPHN baseline among them), the speed-optimised filtering module
+(identical outputs), `deblur bench`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks import dmphn
 from deblur_cli.models import create_model
-from deblur_cli.models import pixel_filter as pf
+from deblur_cli.models.pixel_filter import PixelDependentFilter
+from deblur_cli.ops import pixel_filter as pf
+from deblur_cli.ops import row_gather as rg
+from deblur_cli.ops.cpu import onednn_products, onednn_products_setting, read_cpu_vendor
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))
-
-import dmphn
 
 
 def _randomize(model: torch.nn.Module) -> torch.nn.Module:
@@ -105,10 +107,10 @@ def test_pdf_tap_by_tap_equals_reference(shape, k, threads, use_bias):
     try:
         with torch.inference_mode():
             ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
-            ours = pf._filter_by_rows(x, kernels, offsets, weight, bias)  # CPU path from 64 channels
-            by_grid = pf._filter_by_grid_sample(x, kernels, offsets, weight, bias)  # other CPU, GPU, ONNX
-            ref_k = pf._kernel_only_filter_reference(x, kernels, weight, bias)
-            ours_k = pf._kernel_only_filter(x, kernels, weight, bias)
+            ours = rg.filter_by_rows(x, kernels, offsets, weight, bias)  # CPU path from 32 channels
+            by_grid = pf.filter_by_grid_sample(x, kernels, offsets, weight, bias)  # other CPU, GPU, ONNX
+            ref_k = pf.kernel_only_filter_reference(x, kernels, weight, bias)
+            ours_k = pf.kernel_only_filter(x, kernels, weight, bias)
     finally:
         torch.set_num_threads(old)
     torch.testing.assert_close(by_grid, ref, atol=1e-5, rtol=1e-5)
@@ -120,15 +122,14 @@ def test_pdf_tap_by_tap_equals_reference(shape, k, threads, use_bias):
 
 @pytest.mark.parametrize("scale", [0.0, 1.0, 8.0, 1e4])
 @pytest.mark.parametrize("onednn", [True, False])
-def test_row_gather_is_zero_padded_like_grid_sample_for_any_offset(scale, onednn, monkeypatch):
+def test_row_gather_is_zero_padded_like_grid_sample_for_any_offset(scale, onednn):
     """Offsets far beyond the 2-px zero border (clamped positions) and exactly integer ones;
     the product by oneDNN (a 1x1 convolution) or by torch.mm."""
-    monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", onednn)
     x, kernels, offsets, weight, bias = _pdf_inputs(2, 8, 9, 11, 3)
     offsets = torch.round(offsets * scale * 4) / 4  # quarter pixels: corners exactly on the grid too
-    with torch.inference_mode():
+    with torch.inference_mode(), onednn_products(onednn):
         ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
-        ours = pf._filter_by_rows(x, kernels, offsets, weight, bias)
+        ours = rg.filter_by_rows(x, kernels, offsets, weight, bias)
     torch.testing.assert_close(ours, ref, atol=5e-5, rtol=1e-4)
 
 
@@ -136,17 +137,16 @@ def test_row_gather_is_zero_padded_like_grid_sample_for_any_offset(scale, onednn
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("onednn", [True, False])
-def test_kernel_only_row_gather_equals_reference(shape, k, use_bias, onednn, monkeypatch):
+def test_kernel_only_row_gather_equals_reference(shape, k, use_bias, onednn):
     """saphn-a's CPU inference path (one gathered row per integer tap, then one product, by
     oneDNN or by torch.mm) gives the straightforward form's output, zero border included,
     channels-last or not."""
-    monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", onednn)
     x, kernels, _, weight, bias = _pdf_inputs(*shape, k)
     bias = bias if use_bias else None
-    with torch.inference_mode():
-        ref = pf._kernel_only_filter_reference(x, kernels, weight, bias)
-        ours = pf._kernel_only_filter(x, kernels, weight, bias)
-        ours_cl = pf._kernel_only_filter(x.contiguous(memory_format=torch.channels_last), kernels, weight, bias)
+    with torch.inference_mode(), onednn_products(onednn):
+        ref = pf.kernel_only_filter_reference(x, kernels, weight, bias)
+        ours = pf.kernel_only_filter(x, kernels, weight, bias)
+        ours_cl = pf.kernel_only_filter(x.contiguous(memory_format=torch.channels_last), kernels, weight, bias)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours_cl, ref, atol=1e-5, rtol=1e-5)
     assert ours_cl.is_contiguous(memory_format=torch.channels_last)
@@ -156,8 +156,8 @@ def test_shift_rows_index_the_bordered_input():
     """Row ``shift_rows[p * KK + t]`` of the bordered matrix is input pixel p moved by tap t."""
     b, c, h, w, k = 2, 3, 4, 5, 3
     x = torch.arange(b * c * h * w, dtype=torch.float32).reshape(b, c, h, w)
-    rows = pf._bordered_rows(x, k // 2)
-    got = rows[pf.shift_rows(b, h, w, k).long().reshape(b, h, w, k * k)]  # (B, H, W, KK, C)
+    rows = rg.bordered_rows(x, k // 2)
+    got = rows[rg.shift_rows(b, h, w, k).long().reshape(b, h, w, k * k)]  # (B, H, W, KK, C)
     xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
     for i in range(k):
         for j in range(k):
@@ -169,13 +169,13 @@ def test_kernel_only_filter_path_follows_the_channel_count(monkeypatch):
     """Like the offsets' path: the row gather for CPU inference from ROW_GATHER_MIN_CHANNELS,
     the tap-by-tap products below it and whenever autograd records."""
     calls = []
-    real = pf._gather_and_multiply
-    monkeypatch.setattr(pf, "_gather_and_multiply", lambda *a: calls.append("rows") or real(*a))
-    for c in (pf.ROW_GATHER_MIN_CHANNELS - 1, pf.ROW_GATHER_MIN_CHANNELS):
+    real = pf.kernel_only_by_rows
+    monkeypatch.setattr(pf, "kernel_only_by_rows", lambda *a: calls.append("rows") or real(*a))
+    for c in (rg.ROW_GATHER_MIN_CHANNELS - 1, rg.ROW_GATHER_MIN_CHANNELS):
         x, kernels, _, weight, bias = _pdf_inputs(1, c, 4, 5, 3)
         with torch.inference_mode():
-            pf._kernel_only_filter(x, kernels, weight, bias)
-        pf._kernel_only_filter(x, kernels.requires_grad_(), weight, bias)
+            pf.kernel_only_filter(x, kernels, weight, bias)
+        pf.kernel_only_filter(x, kernels.requires_grad_(), weight, bias)
     assert calls == ["rows"]
 
 
@@ -185,7 +185,7 @@ def test_tap_grids_are_the_reference_grid_bit_for_bit():
     assert torch.equal(pf.tap_grids(offsets, 5), ref.transpose(0, 1))
 
 
-@pytest.mark.parametrize("path", ["_filter_by_grid_sample", "_filter_by_rows"])
+@pytest.mark.parametrize("path", [pf.filter_by_grid_sample, rg.filter_by_rows], ids=["grid_sample", "rows"])
 def test_pdf_gradients_equal_reference(path):
     """Training takes the out-of-place path; its gradients match the reference's."""
     inputs = _pdf_inputs(2, 8, 10, 12, 5)
@@ -193,14 +193,14 @@ def test_pdf_gradients_equal_reference(path):
     b = [t.clone().requires_grad_() for t in inputs]
     g = torch.randn(2, 9, 10, 12)
     (pf.pixel_dependent_filter_reference(*a) * g).sum().backward()
-    (getattr(pf, path)(*b) * g).sum().backward()
+    (path(*b) * g).sum().backward()
     for ta, tb in zip(a, b):
         torch.testing.assert_close(tb.grad, ta.grad, atol=1e-4, rtol=1e-4)
     x, kernels, _, weight, bias = inputs
     a = [t.clone().requires_grad_() for t in (x, kernels, weight, bias)]
     b = [t.clone().requires_grad_() for t in (x, kernels, weight, bias)]
-    (pf._kernel_only_filter_reference(*a) * g).sum().backward()
-    (pf._kernel_only_filter(*b) * g).sum().backward()
+    (pf.kernel_only_filter_reference(*a) * g).sum().backward()
+    (pf.kernel_only_filter(*b) * g).sum().backward()
     for ta, tb in zip(a, b):
         torch.testing.assert_close(tb.grad, ta.grad, atol=1e-4, rtol=1e-4)
 
@@ -211,10 +211,10 @@ def test_pdf_runs_in_float32_under_autocast():
     x, kernels, offsets, weight, bias = _pdf_inputs(1, 16, 12, 14, 5)
     with torch.inference_mode():
         ref = pf.pixel_dependent_filter_reference(x, kernels, offsets, weight, bias)
-        ref_k = pf._kernel_only_filter_reference(x, kernels, weight, bias)
+        ref_k = pf.kernel_only_filter_reference(x, kernels, weight, bias)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             ours = pf.pixel_dependent_filter(x.bfloat16(), kernels, offsets, weight, bias)
-            ours_k = pf._kernel_only_filter(x, kernels, weight, bias)
+            ours_k = pf.kernel_only_filter(x, kernels, weight, bias)
     assert ours.dtype == torch.float32 and ours_k.dtype == torch.float32
     torch.testing.assert_close(
         ours,
@@ -227,22 +227,24 @@ def test_pdf_runs_in_float32_under_autocast():
 
 
 @pytest.mark.parametrize("name", ["saphn-tiny", "saphn-s", "saphn-a"])
-def test_whole_network_output_identical_to_reference_path(name, monkeypatch):
-    """The issue's bar: every variant's output within 1e-4 of the straightforward filtering."""
+def test_whole_network_output_identical_to_reference_path(name):
+    """Every variant's output within 1e-4 of the straightforward filtering."""
     # 32 channels at quarter resolution: the CPU inference paths (row gather, oneDNN products).
-    overrides = {} if name == "saphn-tiny" else {"widths": (8, 16, pf.ROW_GATHER_MIN_CHANNELS), "attn_maps": 4}
+    overrides = {} if name == "saphn-tiny" else {"widths": (8, 16, rg.ROW_GATHER_MIN_CHANNELS), "attn_maps": 4}
     torch.manual_seed(0)
     model = _randomize(create_model(name, **overrides))
     x = torch.rand(2, 3, 40, 56)
     with torch.inference_mode():
         ours = model(x)
-        monkeypatch.setattr(pf, "pixel_dependent_filter", pf.pixel_dependent_filter_reference)
-        monkeypatch.setattr(pf, "_kernel_only_filter", pf._kernel_only_filter_reference)
-        ref = model(x)
-    assert (ours - ref).abs().max() <= 1e-4
+        with pf.implementation("reference"):
+            ref = model(x)
+        with pf.implementation("grid_sample"):
+            by_grid = model(x)
+    assert (ours - ref).abs().max() <= 1e-4 and (by_grid - ref).abs().max() <= 1e-4
+    assert not torch.equal(ours, ref)  # the reference did run (its sums go in another order)
 
 
-def test_optimised_path_counts_the_same_flops(monkeypatch):
+def test_optimised_path_counts_the_same_flops():
     """The tap-by-tap products add up to the reference's 1x1 convolution (model_cost.py stays valid)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -255,8 +257,8 @@ def test_optimised_path_counts_the_same_flops(monkeypatch):
         return fc.get_total_flops()
 
     ours = flops()
-    monkeypatch.setattr(pf, "pixel_dependent_filter", pf.pixel_dependent_filter_reference)
-    assert flops() == ours
+    with pf.implementation("reference"):
+        assert flops() == ours
 
 
 # --- deblur bench ---------------------------------------------------------------------------
@@ -332,7 +334,7 @@ def test_bench_module_does_not_import_torch():
 
 
 def test_latency_script_quick(capsys):
-    import latency
+    from benchmarks import latency
 
     args = "--size 32x24 --runs 1 --warmup 0 --threads 1 --variants saphn-tiny --baselines DMPHN(1-2-4) --no-onnx"
     latency.main(args.split())
@@ -341,7 +343,7 @@ def test_latency_script_quick(capsys):
 
 
 def test_compare_trees_times_both_trees_and_diffs_their_outputs(capsys):
-    import compare_trees
+    from benchmarks import compare_trees
 
     root = str(BENCH_DIR.parent)
     compare_trees.main(["--before", root, "--after", root, "--variant", "saphn-tiny", "--size", "48x32",
@@ -353,7 +355,7 @@ def test_compare_trees_times_both_trees_and_diffs_their_outputs(capsys):
 
 
 def test_compare_trees_refuses_a_folder_without_the_code(tmp_path):
-    import compare_trees
+    from benchmarks import compare_trees
 
     with pytest.raises(SystemExit) as err:
         compare_trees.main(["--before", str(tmp_path), "--pairs", "1"])
@@ -361,7 +363,7 @@ def test_compare_trees_refuses_a_folder_without_the_code(tmp_path):
 
 
 def test_efficiency_counts_flops_of_both_families():
-    import efficiency
+    from benchmarks import efficiency
 
     assert efficiency.counted_flops(dmphn.dmphn_124(), 32, 32) > efficiency.counted_flops(dmphn.DMPHN(levels=1), 32, 32)
     assert efficiency.counted_flops(create_model("saphn-tiny"), 32, 32) > 0
@@ -370,7 +372,7 @@ def test_efficiency_counts_flops_of_both_families():
 
 
 def test_scaling_dimensions_are_multiples_of_8():
-    import scaling
+    from benchmarks import scaling
 
     for mp in (0.25, 1, 24):
         w, h = scaling.dims(mp)
@@ -393,8 +395,8 @@ def test_filter_path_follows_the_channel_count(monkeypatch):
     """The row gather runs for inference from ROW_GATHER_MIN_CHANNELS channels on the CPU,
     grid_sample below it and whenever autograd records (training)."""
     calls = []
-    monkeypatch.setattr(pf, "_filter_by_rows", lambda *a: calls.append("rows") or pf._filter_by_grid_sample(*a))
-    for c in (pf.ROW_GATHER_MIN_CHANNELS - 1, pf.ROW_GATHER_MIN_CHANNELS):
+    monkeypatch.setattr(pf, "filter_by_rows", lambda *a: calls.append("rows") or pf.filter_by_grid_sample(*a))
+    for c in (rg.ROW_GATHER_MIN_CHANNELS - 1, rg.ROW_GATHER_MIN_CHANNELS):
         x, kernels, offsets, weight, bias = _pdf_inputs(1, c, 4, 5, 3)
         with torch.inference_mode():
             pf.pixel_dependent_filter(x, kernels, offsets, weight, bias)
@@ -416,9 +418,10 @@ def _sweep_photos():
 
 def test_blur_sweep_rows():
     """Identity: zero gain, unchanged sharp row (inf); blurring more: negative gains, counted."""
-    import blur_sweep
     import cv2
     import numpy as np
+
+    from benchmarks import blur_sweep
 
     photos = _sweep_photos()
     rows = blur_sweep.sweep(lambda x: x, photos, [0.0, 4.0, 9.0], kinds=("linear", "shake"))
@@ -431,7 +434,7 @@ def test_blur_sweep_rows():
 
 
 def test_blur_sweep_command_reports_a_missing_folder(tmp_path, capsys):
-    import blur_sweep
+    from benchmarks import blur_sweep
 
     assert blur_sweep.main(["--photos", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
@@ -440,8 +443,9 @@ def test_blur_sweep_command_reports_a_missing_folder(tmp_path, capsys):
 def test_blur_gate_scoring():
     """``benchmarks/blur_gate.py``: "off" scores the network alone, a gate that leaves an image
     untouched scores 0 dB for it, and "worse" counts only drops beyond the 0.05 dB tolerance."""
-    import blur_gate
     import numpy as np
+
+    from benchmarks import blur_gate
 
     rng = np.random.default_rng(0)
     sharp = rng.random((16, 16, 3)).astype(np.float32)
@@ -459,10 +463,10 @@ def test_blur_gate_scoring():
 def test_blur_gate_scoring_by_region():
     """A regional map that says "left sharp, right blurred" scores each half on its own: the
     network's damage on the left is avoided and its gain on the right kept."""
-    import blur_gate
     import numpy as np
 
-    from deblur_cli.gate.meter import TILE, BlurMap
+    from benchmarks import blur_gate
+    from deblur_cli.gate.regions import TILE, BlurMap
 
     rng = np.random.default_rng(1)
     sharp = rng.random((TILE, 4 * TILE, 3)).astype(np.float32)
@@ -480,8 +484,9 @@ def test_blur_gate_scoring_by_region():
 def test_blur_gate_scopes_argument():
     import argparse
 
-    import blur_gate
     import pytest
+
+    from benchmarks import blur_gate
 
     assert blur_gate._scopes("image, region:192,region:192") == ["image", "region:192"]
     for bad in ("region", "image:", "region:abc", "region:0", "region:inf", "tile:9"):
@@ -489,7 +494,7 @@ def test_blur_gate_scopes_argument():
             blur_gate._scopes(bad)
 
 
-# --- session 11: the filtering module from its logits, the GEMM by CPU vendor ------------------
+# --- the filtering module from its logits, the GEMM by CPU vendor -----------------------------
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 13, 17), (2, 32, 9, 5), (1, 40, 1, 1)])
@@ -497,25 +502,26 @@ def test_blur_gate_scopes_argument():
 @pytest.mark.parametrize("extra_heads", [0, 3])
 def test_filter_from_logits_equals_the_module_path(shape, k, extra_heads, monkeypatch):
     """CPU inference straight from the meta-layer's logits, given as a channel slice of a wider
-    channels-last head (as the content-aware module passes them), equals the module's written-out
-    activations (taken when maps are requested) and the reference form."""
+    channels-last head (as the content-aware module passes them), equals the row gather from the
+    module's own activations (its recorded maps) and the reference form."""
     b, c, h, w = shape
     kk = k * k
     torch.manual_seed(0)
-    module = pf.PixelDependentFilter(c, k, max_offset=3.0)
+    module = PixelDependentFilter(c, k, max_offset=3.0)
     heads = (torch.randn(b, 3 * kk + extra_heads, h, w) * 2).contiguous(memory_format=torch.channels_last)
     raw = heads[:, : 3 * kk]
     x = torch.randn(b, c, h, w).contiguous(memory_format=torch.channels_last)
     calls = []
-    real = pf._filter_by_rows_from_logits
-    monkeypatch.setattr(pf, "_filter_by_rows_from_logits", lambda *a: calls.append(1) or real(*a))
+    real = pf.filter_by_rows_from_logits
+    monkeypatch.setattr(pf, "filter_by_rows_from_logits", lambda *a: calls.append(1) or real(*a))
     with torch.inference_mode():
         fast = module(x, raw=raw)
-        written = module(x, maps={}, raw=raw)
+        maps = module.intermediates(x, raw=raw)
+        written = pf.pixel_dependent_filter(x, maps["kernels"], maps["offsets"], module.weight, module.bias)
         ref = pf.pixel_dependent_filter_reference(
             x, 2 * torch.sigmoid(raw[:, :kk]), 3.0 * torch.tanh(raw[:, kk:]), module.weight, module.bias
         )
-    assert calls == [1]  # the maps' call takes the written-out path
+    assert calls == [1]  # the module's call; the maps are the written-out activations
     torch.testing.assert_close(fast, written, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast, ref, atol=5e-5, rtol=1e-4)
     assert fast.is_contiguous(memory_format=torch.channels_last)
@@ -525,45 +531,63 @@ def test_filter_from_logits_is_taken_only_for_plain_cpu_inference(monkeypatch):
     """Not while autograd records, below the row gather's width, under autocast, or with the
     kernels or the offsets switched off (Table 3 ablations, ``saphn-a``)."""
     calls = []
-    real = pf._filter_by_rows_from_logits
-    monkeypatch.setattr(pf, "_filter_by_rows_from_logits", lambda *a: calls.append(1) or real(*a))
-    c = pf.ROW_GATHER_MIN_CHANNELS
+    real = pf.filter_by_rows_from_logits
+    monkeypatch.setattr(pf, "filter_by_rows_from_logits", lambda *a: calls.append(1) or real(*a))
+    c = rg.ROW_GATHER_MIN_CHANNELS
     x = torch.randn(1, c, 6, 7)
-    pf.PixelDependentFilter(c, 3)(x)  # autograd records
+    PixelDependentFilter(c, 3)(x)  # autograd records
     with torch.inference_mode():
-        pf.PixelDependentFilter(c - 1, 3)(x[:, 1:])
+        PixelDependentFilter(c - 1, 3)(x[:, 1:])
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            pf.PixelDependentFilter(c, 3)(x)
-        pf.PixelDependentFilter(c, 3, adaptive_kernel=False)(x)
-        pf.PixelDependentFilter(c, 3, adaptive_offset=False)(x)
+            PixelDependentFilter(c, 3)(x)
+        PixelDependentFilter(c, 3, adaptive_kernel=False)(x)
+        PixelDependentFilter(c, 3, adaptive_offset=False)(x)
+        for forced in ("grid_sample", "reference"):
+            with pf.implementation(forced):
+                PixelDependentFilter(c, 3)(x)
         assert calls == []
-        pf.PixelDependentFilter(c, 3)(x)
+        PixelDependentFilter(c, 3)(x)
     assert calls == [1]
 
 
 @pytest.mark.parametrize(("vendor", "onednn"), [("GenuineIntel", False), ("AuthenticAMD", True), ("", True)])
-def test_gemm_follows_the_cpu_vendor_unless_set(vendor, onednn, monkeypatch):
-    """MKL (torch.mm) on Intel CPUs, oneDNN elsewhere; an explicit setting wins; never while
+def test_gemm_follows_the_cpu_vendor_unless_forced(vendor, onednn):
+    """MKL (torch.mm) on Intel CPUs, oneDNN elsewhere; a forced choice wins; never while
     autograd records."""
-    monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", None)
-    monkeypatch.setattr(pf, "cpu_vendor", lambda: vendor)
     x = torch.zeros(1)
     mkldnn = torch.backends.mkldnn.is_available()
     with torch.inference_mode():
-        assert pf._onednn_gemm(x) is (onednn and mkldnn)
-        for setting in (True, False):
-            monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", setting)
-            assert pf._onednn_gemm(x) is (setting and mkldnn)
-    for setting in (True, None):  # autograd records: the plain product whatever the setting
-        monkeypatch.setattr(pf, "GEMM_BY_ONEDNN", setting)
-        monkeypatch.setattr(pf, "cpu_vendor", lambda: "AuthenticAMD")
-        assert pf._onednn_gemm(x) is False
+        assert rg.onednn_gemm(x, vendor) is (onednn and mkldnn)
+        for forced in (True, False):
+            assert rg.onednn_gemm(x, vendor, forced) is (forced and mkldnn)
+    for forced in (True, None):  # autograd records: the plain product whatever the choice
+        assert rg.onednn_gemm(x, "AuthenticAMD", forced) is False
+
+
+def test_onednn_products_is_scoped_and_feeds_both_products(monkeypatch):
+    """The block's choice reaches the row gather's product and the attention's mixing, nests,
+    and is gone after the block."""
+    from deblur_cli.ops import attention as attention_ops
+
+    seen = []
+    monkeypatch.setattr(rg, "onednn_gemm", lambda x, vendor, forced=None: seen.append(forced) or False)
+    x, kernels, offsets, weight, bias = _pdf_inputs(1, 8, 4, 5, 3)
+    assert onednn_products_setting() is None
+    with torch.inference_mode(), onednn_products(False):
+        with onednn_products(True):
+            assert onednn_products_setting() is True
+            rg.filter_by_rows(x, kernels, offsets, weight, bias)
+        assert onednn_products_setting() is False
+        rg.filter_by_rows(x, kernels, offsets, weight, bias)
+        one = torch.zeros(1, 8, 3, 4).contiguous(memory_format=torch.channels_last)
+        assert attention_ops.onednn_mix(one, onednn_products_setting()) is False
+    assert onednn_products_setting() is None and seen == [True, False]
 
 
 def test_cpu_vendor_is_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nprocessor\t: 1\n")
-    assert pf.read_cpu_vendor(str(info)) == "AuthenticAMD"
+    assert read_cpu_vendor(str(info)) == "AuthenticAMD"
     info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # ARM: no vendor_id
-    assert pf.read_cpu_vendor(str(info)) == ""
-    assert pf.read_cpu_vendor(str(tmp_path / "missing")) == ""
+    assert read_cpu_vendor(str(info)) == ""
+    assert read_cpu_vendor(str(tmp_path / "missing")) == ""

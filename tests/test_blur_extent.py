@@ -12,22 +12,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from deblur_cli.gate.meter import (
-    DEFAULT_GATE,
-    TILE,
-    BlurExtentNet,
-    BlurMeter,
-    GateDecision,
-    apply_gate,
-    checked_bundled_path,
-    gate_weight,
-    load_blur_extent,
-    parse_gate,
-    save_blur_extent,
-    textured_tiles,
-)
-from deblur_cli.inference.engine import Deblurrer
 from deblur_cli.errors import DeblurError
+from deblur_cli.gate.decision import DEFAULT_GATE, GateDecision, apply_gate, gate_weight, parse_gate
+from deblur_cli.gate.meter import BlurExtentNet, BlurMeter, load_blur_extent, textured_tiles
+from deblur_cli.gate.regions import TILE
+from deblur_cli.gate.weights import checked_bundled_path, save_blur_extent
+from deblur_cli.inference import Deblurrer
 
 
 class FixedMeter:
@@ -161,7 +151,7 @@ def test_bundled_weights_found_in_a_checkout_without_the_installed_package(monke
 
 
 def test_bundled_checksum_mismatch_is_refused(tmp_path, monkeypatch):
-    import deblur_cli.gate.meter as be
+    import deblur_cli.gate.weights as be
 
     fake = tmp_path / be.BUNDLED_FILE
     fake.write_bytes(checked_bundled_path().read_bytes() + b" ")
@@ -340,7 +330,7 @@ def test_gate_left_as_it_was_copies_the_input_file(tiny_model, tmp_path):
 @pytest.fixture
 def damaged_meter(tmp_path, monkeypatch):
     """The bundled meter weights replaced by a truncated copy (its record unchanged)."""
-    import deblur_cli.gate.meter as be
+    import deblur_cli.gate.weights as be
 
     good = checked_bundled_path()
     folder = tmp_path / "bundled"
@@ -457,7 +447,7 @@ def test_folder_command_counts_gated_images(shoot, tiny_weights, tmp_path):
 
 
 def test_pool_regions_keeps_regions_apart_and_fills_flat_ones():
-    from deblur_cli.gate.meter import pool_regions
+    from deblur_cli.gate.regions import pool_regions
 
     est = np.zeros((6, 12), np.float32)
     est[:, 6:] = math.log1p(20.0)  # right half: 20 px
@@ -474,7 +464,7 @@ def test_pool_regions_keeps_regions_apart_and_fills_flat_ones():
 
 
 def test_blur_map_weights_per_pixel():
-    from deblur_cli.gate.meter import BlurMap
+    from deblur_cli.gate.regions import BlurMap
 
     log_e = np.log1p(np.array([[0.0, 0.0, 20.0, 20.0]], np.float32))
     bm = BlurMap(log_extent=log_e, size=(90, 4 * TILE - 10), extent=5.0)
@@ -544,7 +534,7 @@ class MapMeter(FixedMeter):
         self.maps = 0
 
     def extent_map(self, rgb):
-        from deblur_cli.gate.meter import BlurMap
+        from deblur_cli.gate.regions import BlurMap
 
         self.maps += 1
         ny, nx = -(-rgb.shape[0] // TILE), -(-rgb.shape[1] // TILE)
@@ -635,7 +625,7 @@ def test_tile_readings_texture_is_the_whole_image_laplacian(small_meter_file):
 
 
 def test_tile_shares():
-    from deblur_cli.gate.meter import tile_shares
+    from deblur_cli.gate.regions import tile_shares
 
     s = tile_shares(100, 2 * TILE + 24)
     assert s.shape == (2, 3)
@@ -645,7 +635,7 @@ def test_tile_shares():
 
 def test_pool_regions_mostly_flat_photograph():
     """When most tiles are flat, faint noise in one does not weigh as much as real texture."""
-    from deblur_cli.gate.meter import pool_regions
+    from deblur_cli.gate.regions import pool_regions
 
     est = np.zeros((4, 4), np.float32)
     texture = np.zeros((4, 4), np.float32)
@@ -713,7 +703,7 @@ def test_estimate_command_by_region_with_maps(shoot, tmp_path):
 
 
 def test_blur_map_panel_draws_the_gate_lines():
-    from deblur_cli.viz.maps import blur_map_panel
+    from deblur_cli.viz.drawing import blur_map_panel
 
     img = np.full((120, 200, 3), 0.5, np.float32)
     px = np.tile(np.linspace(0.0, 19.9, 200, dtype=np.float32), (120, 1))  # 4 px at column 40, 6 px at 60

@@ -1,8 +1,9 @@
-"""The cluster bootstrap behind `deblur eval --ci` and the weight selection of run 12."""
+"""The cluster bootstrap behind `deblur eval --ci`, and the weight-selection rule built on it."""
 
 import numpy as np
 import pytest
 
+from deblur_cli.eval import selection as sw
 from deblur_cli.eval.bootstrap import cluster_of, interval, mean_interval, resampled_means
 
 
@@ -81,18 +82,6 @@ def test_bad_intervals():
         interval(np.arange(3.0), 1.0)
 
 
-def _select_weights():
-    """``runs/select_weights.py``, a script beside the package (not installed with it)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "runs" / "select_weights.py"
-    spec = importlib.util.spec_from_file_location("select_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _gains(per_photo_val, per_photo_near):
     return {
         "val": {f"p{i}_{k}.png": g for i, g in enumerate(per_photo_val) for k in ("linear", "shake")},
@@ -101,7 +90,6 @@ def _gains(per_photo_val, per_photo_near):
 
 
 def test_selection_bootstrap_passes_a_steady_gain_and_not_one_lucky_photograph():
-    sw = _select_weights()
     rng = np.random.default_rng(0)
     base_val, base_near = rng.normal(0.5, 0.5, 19), rng.normal(-0.3, 0.3, 19)
     b = _gains(base_val, base_near)
@@ -114,12 +102,11 @@ def test_selection_bootstrap_passes_a_steady_gain_and_not_one_lucky_photograph()
     assert sw.score_difference_samples(lucky, b, 5000).mean() == pytest.approx(0.05, abs=0.01)
 
 
-def _rows(sw, candidates):
+def _rows(candidates):
     return {n: sw.figures(g, 0.05) for n, g in candidates.items()}
 
 
 def test_selection_tests_only_the_best_scoring_candidate():
-    sw = _select_weights()
     rng = np.random.default_rng(1)
     base_val, base_near = rng.normal(0.5, 0.5, 19), rng.normal(-0.3, 0.3, 19)
     gains = {
@@ -128,18 +115,17 @@ def test_selection_tests_only_the_best_scoring_candidate():
         "lucky": _gains(base_val + np.r_[4.0, np.zeros(18)], base_near),  # higher mean, one photograph
         "worse": _gains(base_val - np.r_[1.0, np.zeros(18)], base_near + 1.0),  # a pair below -0.05: not eligible
     }
-    c = sw.choose(_rows(sw, gains), gains, bootstrap=4000)
+    c = sw.choose(_rows(gains), gains, bootstrap=4000)
     assert c["eligible"] == {"bundled (B)": True, "steady": True, "lucky": True, "worse": False}
     assert c["k"] == 2 and c["q"] == pytest.approx(0.025)
     assert c["lows"]["steady"] > 0 and c["lows"]["lucky"] <= 0
     assert c["best"] == "bundled (B)"  # "lucky" scores highest and fails; "steady" is not tried
     del gains["lucky"]
-    c = sw.choose(_rows(sw, gains), gains, bootstrap=4000)
+    c = sw.choose(_rows(gains), gains, bootstrap=4000)
     assert c["k"] == 1 and c["best"] == "steady"
 
 
 def test_selection_margin_without_bootstrap_and_ties():
-    sw = _select_weights()
     rows = {
         "bundled (B)": {"G": 0.2, "W": 0, "S": 0.0},
         "a": {"G": 0.38, "W": 0, "S": 0.0},  # +0.09 over B

@@ -10,8 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deblur_cli.cli.main import _register, app, main
-from deblur_cli.inference.engine import plan_folder
 from deblur_cli.errors import DeblurError
+from deblur_cli.inference import plan_folder
 
 _register()
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from deblur_cli.backends import device as device_mod
 from deblur_cli.backends.device import check_fp16, describe_device, resolve_device, resolve_precision
@@ -71,7 +70,7 @@ def test_describe_cpu():
 
 
 def test_torch_backend_reports_what_ran(no_cuda, tiny_model):
-    from deblur_cli.backends.base import TorchBackend
+    from deblur_cli.backends.torch_backend import TorchBackend
 
     backend = TorchBackend(tiny_model, device="auto")
     assert backend.device == torch.device("cpu")
@@ -128,7 +127,7 @@ def test_cpu_feature_probe_matches_torch():
 
 def test_torch_backend_runs_bf16_close_to_fp32(bf16_cpu, tiny_model):
     """bf16 autocast really runs (the description says so) and stays close to fp32."""
-    from deblur_cli.backends.base import TorchBackend
+    from deblur_cli.backends.torch_backend import TorchBackend
     x = np.random.default_rng(0).random((1, 3, 32, 48), dtype=np.float32)
     ref = TorchBackend(tiny_model, device="cpu").run(x)
     low = TorchBackend(tiny_model, device="cpu", bf16=True)

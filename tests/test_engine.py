@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deblur_cli.inference import engine
-from deblur_cli.backends.base import TorchBackend
-from deblur_cli.inference.engine import Deblurrer, choose_tile, estimate_bytes_per_pixel, tile_process, tile_starts, tile_weights
+from deblur_cli.backends.torch_backend import TorchBackend
 from deblur_cli.errors import DeblurError
+from deblur_cli.inference import deblurrer, memory, tiling
+from deblur_cli.inference.deblurrer import Deblurrer
+from deblur_cli.inference.memory import estimate_bytes_per_pixel
+from deblur_cli.inference.tiling import choose_tile, tile_process, tile_starts, tile_weights
 
 
 def _test_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -153,7 +155,7 @@ def test_choose_tile():
 def test_auto_tiling_when_memory_is_short(monkeypatch):
     spy = SpyBackend()
     d = Deblurrer(backend=spy)
-    monkeypatch.setattr(engine, "available_memory", lambda device=None: 200 * 200 * d.bytes_per_pixel)
+    monkeypatch.setattr(deblurrer, "available_memory", lambda device=None: 200 * 200 * d.bytes_per_pixel)
     assert d.tile_for(100, 100) == 0
     assert d.tile_for(1000, 800) == 200
     image = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)
@@ -163,8 +165,8 @@ def test_auto_tiling_when_memory_is_short(monkeypatch):
 
 
 def test_host_memory_is_read():
-    assert engine._host_available_memory() > 0
-    assert engine.available_memory() > 0
+    assert memory.host_available_memory() > 0
+    assert memory.available_memory() > 0
 
 
 # --- arrays in, arrays out ------------------------------------------------------------------
@@ -317,7 +319,7 @@ def test_onnx_backend_is_built_through_the_protocol(monkeypatch):
 def test_default_overlap_is_shared_with_the_cli():
     from deblur_cli.cli import options
 
-    assert options.DEFAULT_TILE_OVERLAP == engine.DEFAULT_TILE_OVERLAP
+    assert options.DEFAULT_TILE_OVERLAP == tiling.DEFAULT_TILE_OVERLAP
 
 
 def test_deblur_files_batches_same_sizes_and_isolates_failures(tmp_path):
@@ -357,18 +359,16 @@ def test_out_of_memory_is_a_clear_error(tmp_path):
 
 
 def test_cpu_memory_budget_is_capped(monkeypatch):
-    from deblur_cli.inference import engine
-
-    monkeypatch.setattr(engine, "_host_available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(memory, "host_available_memory", lambda: 64 << 30)
     monkeypatch.delenv("DEBLUR_MEMORY_LIMIT", raising=False)
-    assert engine.available_memory() == engine.CPU_ACTIVATION_CAP
+    assert memory.available_memory() == memory.CPU_ACTIVATION_CAP
     monkeypatch.setenv("DEBLUR_MEMORY_LIMIT", "8G")
-    assert engine.available_memory() == 8 << 30
+    assert memory.available_memory() == 8 << 30
     monkeypatch.setenv("DEBLUR_MEMORY_LIMIT", "100G")
-    assert engine.available_memory() == int((64 << 30) * engine.MEMORY_FRACTION_CPU)
+    assert memory.available_memory() == int((64 << 30) * memory.MEMORY_FRACTION_CPU)
     monkeypatch.setenv("DEBLUR_MEMORY_LIMIT", "lots")
-    with pytest.raises(engine.DeblurError, match="DEBLUR_MEMORY_LIMIT"):
-        engine.available_memory()
+    with pytest.raises(DeblurError, match="DEBLUR_MEMORY_LIMIT"):
+        memory.available_memory()
 
 
 def test_cpu_runs_channels_last_with_the_same_output(tiny_model):

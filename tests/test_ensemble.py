@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deblur_cli.inference.engine import Deblurrer
-from deblur_cli.inference.ensemble import SIZES, check_size, inverse, transform
 from deblur_cli.errors import DeblurError
+from deblur_cli.inference import Deblurrer
+from deblur_cli.inference.ensemble import SIZES, check_size, inverse, transform
 
 
 def test_the_eight_transforms_are_distinct_and_invertible():

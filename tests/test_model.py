@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from deblur_cli.models import SAPHN, create_model, get_config, list_variants, randomize_zero_layers
 from deblur_cli.models.attention import EfficientAttention, attention_reference
-from deblur_cli.models.pixel_filter import PixelDependentFilter, pixel_dependent_filter
+from deblur_cli.models.pixel_filter import PixelDependentFilter
 from deblur_cli.models.saphn import halves_to_full, quadrants_to_halves, split_halves, split_quadrants
+from deblur_cli.ops.pixel_filter import pixel_dependent_filter
+from deblur_cli.viz.recording import MapRecorder
 
 TINY = dict(widths=(4, 8, 8), blocks=1, attn_maps=2, kernel_size=3)
 
@@ -62,8 +65,8 @@ def test_pdf_integer_offset_shifts_the_sample():
 def test_pdf_offsets_are_bounded():
     m = PixelDependentFilter(4, kernel_size=3, max_offset=1.5)
     torch.nn.init.normal_(m.meta.weight, std=10.0)
-    maps: dict[str, torch.Tensor] = {}
-    m(torch.randn(1, 4, 6, 6), maps)
+    maps = m.intermediates(torch.randn(1, 4, 6, 6))
+    assert maps["offsets"].shape == (1, 18, 6, 6) and maps["kernels"].shape == (1, 9, 6, 6)
     assert maps["offsets"].abs().max() <= 1.5
     assert maps["offsets"].abs().max() > 0.5  # and they do move
 
@@ -88,19 +91,21 @@ def test_attention_matrix_form_equals_step_by_step(cross):
     torch.testing.assert_close(nhwc, fast, atol=1e-6, rtol=1e-5)
 
 
-def test_attention_mixing_by_onednn_equals_bmm(monkeypatch):
+def test_attention_mixing_by_onednn_equals_bmm():
     """CPU inference of one image mixes the descriptors with a 1x1 convolution; the batched
     product gives the same values. Batches (levels 2 and 3's patches) take the product."""
-    import deblur_cli.models.attention as attention
+    from deblur_cli.ops.attention import onednn_mix
+    from deblur_cli.ops.cpu import onednn_products
 
     attn = EfficientAttention(16, 4)
     x = torch.randn(1, 16, 6, 9).contiguous(memory_format=torch.channels_last)
+    assert not onednn_mix(x)  # autograd records
     with torch.inference_mode():
-        assert attention._onednn_mix(x) == torch.backends.mkldnn.is_available()
-        assert not attention._onednn_mix(torch.cat([x, x]))
+        assert onednn_mix(x) == torch.backends.mkldnn.is_available()
+        assert not onednn_mix(torch.cat([x, x])) and not onednn_mix(x, forced=False)
         by_conv = attn(x)
-        monkeypatch.setattr(attention, "_onednn_mix", lambda x: False)
-        by_bmm = attn(x)
+        with onednn_products(False):
+            by_bmm = attn(x)
     assert by_conv.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(by_conv, by_bmm, atol=1e-6, rtol=1e-5)
 
@@ -176,13 +181,12 @@ def test_attention_sums_stay_in_half_precision_range():
 
 def test_attention_maps_are_distributions():
     attn = EfficientAttention(6, 3)
-    maps: dict[str, torch.Tensor] = {}
-    attn(torch.randn(2, 6, 4, 5), None, maps, "a.")
-    q = maps["a.q"]
+    maps = attn.intermediates(torch.randn(2, 6, 4, 5))
+    q = maps["q"]
     assert q.shape == (2, 3, 4, 5)
     torch.testing.assert_close(q.sum(dim=(2, 3)), torch.ones(2, 3))
-    assert maps["a.m1"].shape == (2, 1, 4, 5)
-    assert ((maps["a.m1"] > 0) & (maps["a.m1"] < 1)).all()
+    assert maps["m1"].shape == (2, 1, 4, 5)
+    assert ((maps["m1"] > 0) & (maps["m1"] < 1)).all()
 
 
 # --- Hierarchy and sizes ------------------------------------------------------------------
@@ -300,30 +304,32 @@ def test_shared_heads_equal_separate_convolutions(flags, channels_last, monkeypa
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(2, 3, 16, 24).contiguous(memory_format=fmt)
     a.to(memory_format=fmt), b.to(memory_format=fmt)
-    maps_a: dict[str, torch.Tensor] = {}
-    ya = a(x, maps_a)
+    maps_a, maps_b = MapRecorder(), MapRecorder()
+    with maps_a.attach(a):
+        ya = a(x)
     ya.square().mean().backward()
     calls = []
     monkeypatch.setattr(ContentAwareModule, "_heads", lambda self, x, use_ca: calls.append(1) or {})
-    maps_b: dict[str, torch.Tensor] = {}
-    yb = b(x, maps_b)
+    with maps_b.attach(b):
+        yb = b(x)
     yb.square().mean().backward()
     assert calls  # the unfused path did run
     torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
     assert maps_a.keys() == maps_b.keys()
     for k in maps_a:
-        torch.testing.assert_close(maps_a[k], maps_b[k], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(maps_a[k], maps_b[k], atol=1e-5, rtol=1e-5)
     for (n, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         assert (pa.grad is None) == (pb.grad is None), n
         if pa.grad is not None:
             torch.testing.assert_close(pa.grad, pb.grad, atol=1e-5, rtol=1e-4)
 
 
-def _maps(model: SAPHN, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    maps: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        model(x, maps)
-    return maps
+def _maps(model: SAPHN, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every map of one forward pass, recorded through the forward hooks."""
+    maps = MapRecorder()
+    with torch.no_grad(), maps.attach(model):
+        model(x)
+    return dict(maps)
 
 
 def test_gradients_reach_offset_and_kernel_generators():
@@ -360,7 +366,47 @@ def test_maps_are_returned_on_request_at_quarter_resolution():
     for key, ch in expected.items():
         assert maps[key].shape == (1, ch, hq, wq), key
     # Stitched level-3 maps: the four quadrant patches fill the whole image.
-    assert torch.isfinite(maps["level3.encoder.block1.fusion"]).all()
+    assert np.isfinite(maps["level3.encoder.block1.fusion"]).all()
+
+
+def test_level3_maps_are_the_quadrants_stitched():
+    """A level-3 map is the four patches' maps side by side (TL, TR, BL, BR), cropped."""
+    model = _randomize(create_model("saphn-tiny")).eval()
+    x = torch.rand(2, 3, 30, 44)  # padded to 32 x 48: quadrants of 16 x 24, maps of 4 x 6
+    maps = _maps(model, x)
+    module = model.decoders[2].blocks[0].cam
+    seen = []
+    hook = module.register_forward_hook(lambda m, args, out: seen.append(m.intermediates(*args)["fusion"]))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    patches = seen[0].numpy()  # (4B, 1, 4, 6), patch-major
+    b = 2
+    top = np.concatenate([patches[0:b], patches[b : 2 * b]], axis=3)
+    bottom = np.concatenate([patches[2 * b : 3 * b], patches[3 * b :]], axis=3)
+    whole = np.concatenate([top, bottom], axis=2)[..., :8, :11]  # ceil(30/4), ceil(44/4)
+    np.testing.assert_array_equal(maps["level3.decoder.block1.fusion"], whole)
+
+
+@pytest.mark.parametrize("name", ["saphn-tiny", "saphn-s", "saphn-a"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_recording_maps_leaves_the_output_unchanged(name, channels_last):
+    """Asking for every map gives the same output, bit for bit, on every CPU path (``saphn-s``
+    and ``saphn-a`` take the row gather for inference); the hooks are gone afterwards."""
+    torch.manual_seed(0)
+    model = randomize_zero_layers(create_model(name), seed=0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    x = torch.rand(1, 3, 28, 36).contiguous(memory_format=fmt)
+    recorder = MapRecorder()
+    with torch.inference_mode():
+        plain = model(x)
+        with recorder.attach(model):
+            recorded = model(x)
+        again = model(x)
+    assert len(recorder) > 20
+    assert torch.equal(plain, recorded) and torch.equal(plain, again)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def test_nothing_is_kept_without_a_request():

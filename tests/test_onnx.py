@@ -13,9 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from deblur_cli.errors import DeblurError
-from deblur_cli.models import create_model, randomize_zero_layers
-from deblur_cli.backends.ort import OnnxBackend, cache_path, default_cache_dir
 from deblur_cli.backends.onnx_export import (
     INPUT_NAME,
     META_ARCH,
@@ -30,6 +27,9 @@ from deblur_cli.backends.onnx_export import (
     read_metadata,
     state_digest,
 )
+from deblur_cli.backends.ort import OnnxBackend, cache_path, default_cache_dir
+from deblur_cli.errors import DeblurError
+from deblur_cli.models import create_model, randomize_zero_layers
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -309,11 +309,12 @@ def test_backend_runs_a_given_onnx_file(exported, tmp_path):
 
 @pytest.mark.slow
 def test_engine_results_of_both_backends_agree_within_1_255(warm_cache):
-    engine = pytest.importorskip("deblur_cli.inference.engine")
+    from deblur_cli.inference import Deblurrer
+
     model, folder, _ = warm_cache
     image = np.random.default_rng(6).integers(0, 256, (45, 70, 3), dtype=np.uint8)
-    onnx_run = engine.Deblurrer(backend=OnnxBackend(model, device="cpu", cache_dir=folder, threads=1), tile=0)
-    torch_run = engine.Deblurrer(model, device="cpu", backend="torch", tile=0)
+    onnx_run = Deblurrer(backend=OnnxBackend(model, device="cpu", cache_dir=folder, threads=1), tile=0)
+    torch_run = Deblurrer(model, device="cpu", backend="torch", tile=0)
     a = onnx_run.deblur(image).astype(int)
     b = torch_run.deblur(image).astype(int)
     assert np.abs(a - b).max() <= 1

@@ -134,7 +134,7 @@ def export_metadata(
     """
     import torch
 
-    from deblur_cli import __version__
+    from deblur_cli._version import __version__
 
     meta = {
         META_ARCH: arch or "unknown",

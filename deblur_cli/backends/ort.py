@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deblur_cli.errors import DeblurError
 from deblur_cli.backends.onnx_export import (
     DEFAULT_OPSET,
     META_ARCH,
@@ -35,6 +34,7 @@ from deblur_cli.backends.onnx_export import (
     META_VERSION,
 )
 from deblur_cli.backends.providers import CPU, CUDA, TENSORRT, select_providers, wants_gpu
+from deblur_cli.errors import DeblurError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +56,7 @@ def default_cache_dir() -> Path:
 
 def cache_path(cache_dir: str | os.PathLike[str], sha256: str, opset: int, precision: str) -> Path:
     """The cached export of weights ``sha256``: ``<sha256[:16]>-opset<N>-<precision>-deblur<version>.onnx``."""
-    from deblur_cli import __version__
+    from deblur_cli._version import __version__
 
     return Path(cache_dir) / f"{sha256[:16]}-opset{opset}-{precision}-deblur{__version__}.onnx"
 
@@ -205,8 +205,8 @@ class OnnxBackend:
 
     def _use_named(self, model: str | None, weights: str | None) -> None:
         """A registry entry or weights file: cached under the file's sha256."""
-        from deblur_cli.hub.loading import load_model, resolve_weights
         from deblur_cli.backends.onnx_export import export_metadata
+        from deblur_cli.hub.loading import load_model, resolve_weights
 
         resolved = resolve_weights(model, weights)
         expected = resolved.get("expected_arch")
@@ -227,7 +227,7 @@ class OnnxBackend:
 
     def _cached_or_export(self, sha256: str, info: dict[str, Any], export: Any) -> None:
         """Open the cached export of ``sha256`` if it is valid, else ``export`` it there and open it."""
-        from deblur_cli import __version__
+        from deblur_cli._version import __version__
 
         path = cache_path(self.cache_dir, sha256, self.opset, self.precision)
         expected = {

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 from deblur_cli.errors import DeblurError
 
 analyze_app = typer.Typer(
@@ -86,8 +86,8 @@ def psf(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deblur_cli.backends.torch_backend import TorchBackend
     from deblur_cli.eval import psf as an
-    from deblur_cli.backends.base import TorchBackend
     from deblur_cli.io.images import atomic_write_bytes
 
     angle_list = an.parse_angles(angles)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 from deblur_cli.errors import DeblurError
 
 
@@ -122,9 +122,9 @@ def run_benchmark(
     """Time ``Deblurrer.deblur`` on a synthetic image: one cold run, then ``runs`` warm runs.
 
     Raises:
-        DeblurError: as :class:`~deblur_cli.inference.engine.Deblurrer` (unknown model, no CUDA, ...).
+        DeblurError: as :class:`~deblur_cli.inference.deblurrer.Deblurrer` (unknown model, no CUDA, ...).
     """
-    from deblur_cli.inference.engine import Deblurrer
+    from deblur_cli.inference import Deblurrer
     from deblur_cli.models import list_variants
 
     if runs < 1:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 from deblur_cli.errors import DeblurError
 
 
@@ -46,8 +46,10 @@ def estimate(
     from rich.console import Console
     from rich.table import Table
 
-    from deblur_cli.gate.meter import TILE, BlurMeter, decide_gate, gate_weight, parse_gate
-    from deblur_cli.inference.engine import split_image
+    from deblur_cli.gate.decision import decide_gate, gate_weight, parse_gate
+    from deblur_cli.gate.meter import BlurMeter
+    from deblur_cli.gate.regions import TILE
+    from deblur_cli.inference import split_image
     from deblur_cli.io.images import INPUT_EXTENSIONS, atomic_write_bytes, read_image
 
     gate_px = parse_gate(gate)
@@ -114,7 +116,7 @@ def estimate(
             px = bm.extent_px()
             row["blur_range_px"] = [round(float(px.min()), 2), round(float(px.max()), 2)]
             if maps is not None:
-                from deblur_cli.viz.maps import blur_map_panel
+                from deblur_cli.viz.drawing import blur_map_panel
 
                 full = cv2.resize(px, (px.shape[1] * TILE, px.shape[0] * TILE), interpolation=cv2.INTER_LINEAR)
                 weights = bm.weights(*gate_px) if gate_px else None

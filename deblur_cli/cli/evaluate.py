@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 
 
 @app.command("eval")
@@ -57,10 +57,10 @@ def evaluate_cmd(
     from rich.table import Table
 
     from deblur_cli.data.datasets import find_pairs
-    from deblur_cli.gate.meter import parse_gate
-    from deblur_cli.inference.engine import Deblurrer
     from deblur_cli.errors import DeblurError
     from deblur_cli.eval.pairs import evaluate
+    from deblur_cli.gate.decision import parse_gate
+    from deblur_cli.inference import Deblurrer
 
     if not data.is_dir():
         raise DeblurError(f"--data {data}: not a folder")

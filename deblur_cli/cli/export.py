@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 
 export_app = typer.Typer(
     name="export",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -9,13 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 from deblur_cli.errors import DeblurError
 
 if TYPE_CHECKING:
-    from deblur_cli.inference.engine import FileResult
+    from deblur_cli.inference import FileResult
 
 BATCH_PANEL = "Folder"
+RAY_PANEL = "Ray cluster (--ray)"
 
 
 @app.command("folder")
@@ -94,19 +96,38 @@ def folder(
     block: opt.MapBlock = None,
     decoder: opt.MapDecoder = True,
     raw: opt.MapRaw = False,
+    ray: Annotated[Optional[str], typer.Option("--ray", metavar="auto|local|ADDRESS", help="Run on a Ray cluster: auto (RAY_ADDRESS or a running one, else local), local, or HOST:PORT. IN_DIR and -o may then be s3:// or gs:// URIs; a manifest in the output folder makes reruns resume.", rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Ray workers, each holding one model (default: one per GPU, else as many as the CPUs allow).", show_default=False, rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
+    worker_threads: Annotated[Optional[int], typer.Option("--worker-threads", min=1, help="torch CPU threads per Ray worker (default: up to 4).", show_default=False, rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
+    worker_gpus: Annotated[Optional[float], typer.Option("--worker-gpus", min=0, help="GPUs per Ray worker (default 1; 0.5 = two workers per GPU; 0 = CPU workers).", show_default=False, rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
 ) -> None:
     """Deblur all images in a folder; goes on past bad files, lists them, exits 1 if any failed."""
-    from deblur_cli.gate.meter import parse_gate
-    from deblur_cli.inference.engine import Deblurrer, folder_output_root, plan_folder
+    from deblur_cli.gate.decision import parse_gate
+    from deblur_cli.inference import Deblurrer, folder_output_root
+    from deblur_cli.video.folder import plan_media, run_videos  # videos among the images (deblur_cli.video)
 
     gate_px = parse_gate(gate)
     if overwrite and skip_existing:
         raise DeblurError("--overwrite and --skip-existing exclude each other")
-    jobs = plan_folder(input_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
+    if ray is not None:  # the same job on a Ray cluster (deblur_cli.distributed)
+        from deblur_cli.distributed.progress import run_folder
+
+        report = run_folder(
+            ray, input_dir, output_dir, viz=viz, recursive=recursive, suffix=suffix, ext=ext, skip_existing=skip_existing,
+            overwrite=overwrite, quality=quality, model=model, weights=weights, device=device, backend=backend.value,
+            tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble, gate=gate_px,
+            gate_scope=gate_scope.value, batch_size=batch_size if batch_size is not None else (None if batch else 1),
+            workers=workers, threads=worker_threads, gpus_per_worker=worker_gpus,
+        )  # fmt: skip
+        failed = _print_summary(report.results, report.input_root, report.device_description, gate_scope.value == "region")
+        if failed:
+            raise DeblurError(f"{failed} of {len(report.results)} image(s) failed (listed above)", exit_code=1)
+        return
+    jobs, videos = plan_media(input_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
     maps = opt.viz_request(viz, fusion, attention, offsets, kernels, all_maps, level, block, decoder, raw, overwrite,
                            mirror_from=folder_output_root(input_dir, output_dir))  # fmt: skip
     if not overwrite and not skip_existing:
-        existing = [dst for _, dst in jobs if dst.exists()]
+        existing = [dst for _, dst in jobs + videos if dst.exists()]
         if existing:
             raise DeblurError(
                 f"{len(existing)} output file(s) already exist (first: {existing[0]}); "
@@ -119,14 +140,18 @@ def folder(
     typer.echo(f"deblur: {opt.describe_run(deblurrer)}", err=True)
     size: int | None = batch_size if batch_size is not None else (None if batch else 1)
     results = _run_with_progress(
-        deblurrer.deblur_files(
-            jobs, batch_size=size, quality=quality, overwrite=overwrite, skip_existing=skip_existing, viz=maps
+        itertools.chain(
+            deblurrer.deblur_files(
+                jobs, batch_size=size, quality=quality, overwrite=overwrite, skip_existing=skip_existing, viz=maps
+            ),
+            run_videos(deblurrer, videos, batch_size=batch_size, overwrite=overwrite, skip_existing=skip_existing),
         ),
-        total=len(jobs),
+        total=len(jobs) + len(videos),
     )
     failed = _print_summary(results, input_dir, deblurrer.device_description, deblurrer.gate_scope == "region")
     if failed:
-        raise DeblurError(f"{failed} of {len(jobs)} image(s) failed (listed above)", exit_code=1)
+        kind = "file(s)" if videos else "image(s)"
+        raise DeblurError(f"{failed} of {len(jobs) + len(videos)} {kind} failed (listed above)", exit_code=1)
 
 
 def _run_with_progress(results: Iterable[FileResult], total: int) -> list[FileResult]:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 
 
 @app.command("image")
@@ -52,8 +52,8 @@ def image(
     """Deblur one image; EXIF orientation, alpha, 16 bits, grayscale, ICC and EXIF are kept."""
     import time
 
-    from deblur_cli.gate.meter import parse_gate
-    from deblur_cli.inference.engine import Deblurrer, check_job
+    from deblur_cli.gate.decision import parse_gate
+    from deblur_cli.inference import Deblurrer, check_job
 
     dst = check_job(input, output, overwrite)  # before the (possibly slow) model load
     gate_px = parse_gate(gate)

@@ -85,7 +85,7 @@ DEFAULT_GATE = "auto"
 
 
 class GateScopeName(str, Enum):
-    """Where the blur gate reads the blur (``deblur_cli.gate.meter.GATE_SCOPES``)."""
+    """Where the blur gate reads the blur (``deblur_cli.gate.decision.GATE_SCOPES``)."""
 
     image = "image"
     region = "region"
@@ -163,7 +163,7 @@ InputFile = Annotated[
 ]
 InputDir = Annotated[Path, typer.Argument(metavar="IN_DIR", help="Folder of input images.", show_default=False)]
 
-#: Same value as ``deblur_cli.inference.engine.DEFAULT_TILE_OVERLAP`` (not imported: it pulls numpy in).
+#: Same value as ``deblur_cli.inference.tiling.DEFAULT_TILE_OVERLAP`` (not imported: it pulls numpy in).
 DEFAULT_TILE_OVERLAP = 32
 
 
@@ -233,8 +233,8 @@ def map_selection(
     fusion: bool, attention: bool, offsets: bool, kernels: bool, all_maps: bool, level: int, block: int | None,
     decoder: bool,
 ) -> object:  # fmt: skip
-    """The :class:`deblur_cli.viz.maps.MapSelection` for the map flags (imports numpy/cv2 lazily)."""
-    from deblur_cli.viz.maps import LEVELS, MapSelection
+    """The :class:`deblur_cli.viz.recording.MapSelection` for the map flags (imports numpy lazily)."""
+    from deblur_cli.viz.recording import LEVELS, MapSelection
 
     if not 1 <= level <= LEVELS:
         from deblur_cli.errors import DeblurError
@@ -248,7 +248,7 @@ def viz_request(
     viz: Path | None, fusion: bool, attention: bool, offsets: bool, kernels: bool, all_maps: bool, level: int,
     block: int | None, decoder: bool, raw: bool, overwrite: bool, mirror_from: Path | None = None,
 ) -> object | None:  # fmt: skip
-    """The engine's :class:`deblur_cli.inference.engine.VizRequest` for ``--viz DIR`` and the map flags
+    """The engine's :class:`deblur_cli.viz.request.VizRequest` for ``--viz DIR`` and the map flags
     (``None`` without ``--viz``; map flags without it are an error)."""
     from deblur_cli.errors import DeblurError
 
@@ -259,7 +259,7 @@ def viz_request(
         return None
     if viz.exists() and not viz.is_dir():
         raise DeblurError(f"--viz {viz}: exists and is not a folder")
-    from deblur_cli.inference.engine import VizRequest
+    from deblur_cli.viz.request import VizRequest
 
     selection = map_selection(fusion, attention, offsets, kernels, all_maps, level, block, decoder)
     return VizRequest(selection, viz, mirror_from=mirror_from, raw=raw, overwrite=overwrite)

@@ -1,6 +1,6 @@
 """``deblur viz``: pictures of the network's internals (Sec. 4.4, Fig. 6-7) for one image.
 
-The body only calls :mod:`deblur_cli.viz.maps`, imported inside it (no torch/numpy at import time).
+The body only calls :mod:`deblur_cli.viz`, imported inside it (no torch/numpy at import time).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from deblur_cli.cli import options as opt
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 from deblur_cli.errors import DeblurError
 
 
@@ -55,7 +55,9 @@ def viz(
 
     from deblur_cli.backends.base import TorchBackend
     from deblur_cli.io.images import read_image
-    from deblur_cli.viz.maps import check_selection, fit_for_viz, visualize, write_maps
+    from deblur_cli.viz.pipeline import fit_for_viz, visualize
+    from deblur_cli.viz.recording import check_selection
+    from deblur_cli.viz.rendering import write_maps
 
     if out_dir.exists() and not out_dir.is_dir():
         raise DeblurError(f"{out_dir}: exists and is not a folder")

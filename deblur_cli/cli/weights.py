@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from deblur_cli.cli.main import app
+from deblur_cli.cli.app import app
 from deblur_cli.errors import DeblurError
 
 weights_app = typer.Typer(
@@ -87,9 +87,14 @@ def info(
 ) -> None:
     """Show one entry (location, revision, sha256, licence, data, metrics) or a weights file's metadata."""
     from deblur_cli.hub.registry import load_registry, read_safetensors_metadata, sha256_file
+    from deblur_cli.hub.shards import index_metadata, index_path, is_sharded, set_size
 
     path = Path(name)
-    if not (path.suffix == ".safetensors" and path.is_file()):
+    if is_sharded(path):  # a sharded set: the index's metadata, digest and the set's size
+        path = index_path(path)
+        meta = index_metadata(path)
+        data: dict[str, Any] = {"file": str(path), "sha256": sha256_file(path), "size": set_size(path), "metadata": meta}
+    elif not (path.suffix == ".safetensors" and path.is_file()):
         from deblur_cli.hub.download import HfRef, cached_file, entry_status
 
         reg = load_registry(registry)
@@ -98,7 +103,7 @@ def info(
         local = reg.bundled_path(entry)
         if local is None and status == "cached":
             local = Path(cached_file(HfRef(entry.repo_id or "", entry.filename, entry.revision)) or "")
-        data: dict[str, Any] = {**entry.to_dict(), "status": status, "default": entry.name == reg.default}
+        data = {**entry.to_dict(), "status": status, "default": entry.name == reg.default}
         data["hf_uri"] = entry.hf_uri
         data["local_path"] = str(local) if local else None
         if local:
@@ -160,7 +165,13 @@ def download(
 
 @weights_app.command("register")
 def register(
-    file: Annotated[Path, typer.Argument(help="A .safetensors file written by deblur_cli.hub.loading.save_weights.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A .safetensors file written by deblur_cli.hub.loading.save_weights, or a sharded set "
+            "(model.safetensors.index.json or its folder)."
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", help="Entry `arch.tag` to create or update.")],
     bundle: Annotated[
         Optional[bool],  # noqa: UP045
@@ -185,10 +196,11 @@ def register(
     Use it after training (replace the bundled default) and after `deblur weights publish`.
     """
     from deblur_cli.hub.registry import load_registry, update_entry
+    from deblur_cli.hub.shards import is_sharded
 
     changes: dict[str, Any] = {}
-    if bundle is not None:
-        changes["bundled"] = f"{name}.safetensors" if bundle else None
+    if bundle is not None:  # a sharded set is bundled as a folder named after the entry
+        changes["bundled"] = (name if is_sharded(file) else f"{name}.safetensors") if bundle else None
     if metrics is not None:
         try:
             changes["metrics"] = json.loads(metrics)

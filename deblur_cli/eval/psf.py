@@ -11,7 +11,7 @@ network and records "the dominant direction of filter offsets estimated by our P
    linear PSFs (which draws the angle at random, hence not called directly).
 2. **Per pixel.** In every chosen PDF module, the ``K*K`` tap positions (base grid plus
    offsets) give a principal direction ``theta`` in ``[0, 180)`` and an elongation ``e``
-   (:func:`deblur_cli.viz.maps.offset_directions`).
+   (:func:`deblur_cli.viz.geometry.offset_directions`).
 3. **Per image.** The dominant direction is the *axial* circular mean of ``theta`` over all
    pixels of all chosen modules, weighted by ``e``: ``0.5 * atan2(sum e sin 2theta,
    sum e cos 2theta)``. Doubling the angle makes 0 and 180 degrees the same direction
@@ -36,7 +36,8 @@ import cv2
 import numpy as np
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.viz.maps import FEATURE_STRIDE, MapRecorder, offset_directions
+from deblur_cli.viz.geometry import FEATURE_STRIDE, offset_directions
+from deblur_cli.viz.recording import MapRecorder
 
 #: The paper's PSF angles and the dominant offset directions it reports (Sec. 4.4).
 PAPER_REFERENCE: dict[float, float] = {0.0: 11.0, 45.0: 50.0, 90.0: 81.0, 135.0: 126.0}
@@ -200,7 +201,7 @@ def image_files(folder: str | Path | None) -> list[Path]:
 def load_sharp(path: str | Path, max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
     """Read an image as ``(H, W, 3)`` float32 sRGB in ``[0, 1]`` (EXIF orientation applied,
     gray replicated, alpha dropped), reduced so that its longest side is at most ``max_side``."""
-    from deblur_cli.inference.engine import split_image
+    from deblur_cli.inference.layout import split_image
     from deblur_cli.io.images import read_image
 
     rgb, _, _ = split_image(read_image(path).pixels)
@@ -390,8 +391,8 @@ def run_psf_analysis(
             blurred = blur_linear(sharp, length, angle)
             rec = MapRecorder(keep)
             x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(blurred, 2, 0)))[None].to(device)
-            with torch.inference_mode():
-                model(x, maps=rec)
+            with torch.inference_mode(), rec.attach(model):
+                model(x)
             if not rec:
                 raise DeblurError(f"no PDF offsets recorded for --modules {modules!r}")
             angle_px, elong = _pooled_directions([v[0] for v in rec.values()])
@@ -430,7 +431,7 @@ def polar_plot(report: PsfReport, size: int = 560) -> np.ndarray:
     Returns:
         ``(H, W, 3)`` uint8 RGB.
     """
-    from deblur_cli.viz.maps import draw_text
+    from deblur_cli.viz.drawing import draw_text
 
     w = size
     legend_h = 24 * len(report.angles) + 70

@@ -189,7 +189,7 @@ def download(
         )
     from huggingface_hub import hf_hub_download
 
-    from deblur_cli import __version__
+    from deblur_cli._version import __version__
 
     try:
         path = hf_hub_download(

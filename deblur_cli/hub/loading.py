@@ -7,7 +7,8 @@ shape mismatches are a :class:`DeblurError` that names them. Nothing is ever unp
 (timm's rule; ``torch.load`` is not used anywhere).
 
 :func:`load_model` is the one entry point for the CLI and the library: a registry entry (the
-bundled default needs no network), a local file or an ``hf://`` reference.
+bundled default needs no network), a local file or an ``hf://`` reference. Any of them may be a
+sharded set (:mod:`deblur_cli.hub.shards`): an index file, or the folder that holds it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from deblur_cli.errors import DeblurError
 from deblur_cli.models.saphn import SAPHN, SAPHNConfig
 from deblur_cli.hub.registry import read_safetensors_metadata, sha256_file
+from deblur_cli.hub.shards import index_path, is_sharded, read_index, read_sharded, save_sharded
 
 #: Metadata keys this module writes itself (``extra_metadata`` cannot override them).
 RESERVED_METADATA = ("arch", "config", "format", "deblur_cli_version")
@@ -51,23 +53,7 @@ def save_weights(
     """
     from safetensors.torch import save_file
 
-    from deblur_cli import __version__
-
-    net = getattr(model, "_orig_mod", model)
-    net = getattr(net, "module", net)
-    config = getattr(net, "config", None)
-    if not isinstance(config, SAPHNConfig):
-        raise TypeError(f"save_weights expects a SAPHN model, got {type(model).__name__}")
-    meta = {
-        "arch": arch,
-        "config": json.dumps(config.to_dict(), sort_keys=True),
-        "format": FORMAT,
-        "deblur_cli_version": __version__,
-    }
-    for key, value in (extra_metadata or {}).items():
-        if key in RESERVED_METADATA:
-            raise ValueError(f"extra_metadata cannot set {key!r}")
-        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    net, meta = _net_and_metadata(model, arch, extra_metadata)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -81,12 +67,66 @@ def save_weights(
     return sha256_file(dest)
 
 
+def save_weights_sharded(
+    model: nn.Module,
+    folder: str | os.PathLike[str],
+    arch: str,
+    extra_metadata: dict[str, Any] | None = None,
+    max_shard_bytes: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """As :func:`save_weights`, but as ``model-0000N-of-0000M.safetensors`` shards plus
+    ``model.safetensors.index.json`` in ``folder`` (:mod:`deblur_cli.hub.shards`).
+
+    Args:
+        max_shard_bytes: largest shard file (default 15 MiB).
+        dtype: store floating-point tensors in this dtype (e.g. ``torch.bfloat16`` to halve the
+            size); loading casts them back to the model's dtype.
+
+    Returns:
+        the index file; its sha256 (which pins every shard's) is what the registry records.
+    """
+    net, meta = _net_and_metadata(model, arch, extra_metadata)
+    state = {k: v.detach() for k, v in net.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    kwargs = {} if max_shard_bytes is None else {"max_shard_bytes": max_shard_bytes}
+    return save_sharded(state, folder, meta, **kwargs)
+
+
+def _net_and_metadata(model: nn.Module, arch: str, extra: dict[str, Any] | None) -> tuple[SAPHN, dict[str, str]]:
+    """The unwrapped SAPHN of ``model`` and the metadata a weights file of it carries."""
+    from deblur_cli._version import __version__
+
+    net = getattr(model, "_orig_mod", model)
+    net = getattr(net, "module", net)
+    config = getattr(net, "config", None)
+    if not isinstance(config, SAPHNConfig):
+        raise TypeError(f"save_weights expects a SAPHN model, got {type(model).__name__}")
+    meta = {
+        "arch": arch,
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "format": FORMAT,
+        "deblur_cli_version": __version__,
+    }
+    for key, value in (extra or {}).items():
+        if key in RESERVED_METADATA:
+            raise ValueError(f"extra_metadata cannot set {key!r}")
+        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    return net, meta
+
+
 def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors (on CPU) and metadata of a safetensors file.
+
+    A sharded set (its index file or folder) is read whole, each shard checked against the
+    sha256 its index records.
 
     Raises:
         DeblurError: missing file, or not a safetensors file (pickles are refused).
     """
+    if is_sharded(path):
+        return read_sharded(path)
     meta = read_safetensors_metadata(path)  # checks the header without torch
     from safetensors import SafetensorError, safe_open
 
@@ -178,6 +218,7 @@ def resolve_weights(
             if ref.pinned:
                 known = (registry or load_registry()).find(ref.repo_id, ref.filename, ref.revision)
             fetched = hub.download(ref, sha256=known.sha256 if known else None, token=token, label=weights)
+            _fetch_shards(fetched.path, ref, token, weights)
             return {
                 "name": weights,
                 "source": fetched.source,
@@ -188,7 +229,9 @@ def resolve_weights(
                 "revision": fetched.commit,
             }
         p = Path(weights).expanduser()
-        if not p.is_file():
+        if is_sharded(p):
+            p = index_path(p)  # the index's sha256 pins every shard's
+        elif not p.is_file():
             raise DeblurError(f"weights file not found: {weights}")
         return {
             "name": str(weights),
@@ -224,6 +267,7 @@ def resolve_weights(
             "reinstall deblur-cli or pass --weights PATH"
         )
     fetched = hub.fetch_entry(entry, token=token)
+    _fetch_shards(fetched.path, hub.HfRef(entry.repo_id or "", entry.filename, entry.revision), token, entry.name)
     return {
         "name": entry.name,
         "source": fetched.source,
@@ -275,6 +319,17 @@ def load_model(
         raise DeblurError(f"cannot use device {dev}: {str(exc).splitlines()[0]}") from None
     info.update(arch=arch, config=net.config.to_dict(), metadata=meta, parameters=net.num_parameters())
     return net, info
+
+
+def _fetch_shards(path: str, ref: Any, token: str | None, label: str) -> None:
+    """After a Hub index file: fetch its shards beside it, each checked against the index's sha256."""
+    if not path.endswith(".index.json"):
+        return
+    from deblur_cli.hub import download as hub
+
+    folder = ref.filename.rsplit("/", 1)[0] + "/" if "/" in ref.filename else ""
+    for name, digest in sorted(read_index(path)["metadata"]["sha256"].items()):
+        hub.download(hub.HfRef(ref.repo_id, folder + name, ref.revision), sha256=digest, token=token, label=f"{label} ({name})")
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -15,7 +15,6 @@ downloading is :mod:`deblur_cli.hub.download`, building models is :mod:`deblur_c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from deblur_cli.errors import DeblurError
+from deblur_cli.hub.shards import INDEX_NAME, index_metadata, index_path, is_sharded, set_size, sha256_file, shard_files
 
 #: Package that holds the shipped weights folder (the repository's top-level ``weights/``).
 WEIGHTS_PACKAGE = "deblur_cli.weights"
@@ -72,7 +72,8 @@ class WeightsEntry:
         license: licence of the weights.
         training_data: what the weights were trained on.
         metrics: reported results, e.g. ``{"gopro_psnr": 30.1}`` or a note.
-        bundled: file name inside ``weights/`` when the file ships with the package, else ``None``.
+        bundled: name inside ``weights/`` when the weights ship with the package, else ``None``:
+            a file, or for sharded weights a folder holding the index and its shards.
         published: ``True`` once ``revision`` points at a Hub commit that has the file.
         description: one line for ``deblur weights list``.
     """
@@ -185,11 +186,14 @@ class Registry:
         return None
 
     def bundled_path(self, entry: WeightsEntry) -> Path | None:
-        """Path of ``entry``'s bundled file if it is present in the installed package."""
+        """Path of ``entry``'s bundled file (for sharded weights: their index) if it is present
+        in the installed package."""
         if not entry.bundled:
             return None
         folder = self.path.parent if self.path is not None else weights_dir()
         p = folder / entry.bundled
+        if is_sharded(p):
+            return index_path(p)
         return p if p.is_file() else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,15 +245,6 @@ def save_registry(registry: Registry, path: str | os.PathLike[str] | None = None
     return p
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file, parsed from its header without torch.
 
@@ -288,7 +283,10 @@ def update_entry(
 
     With ``file``: its safetensors metadata must name the entry's architecture; ``sha256`` and
     ``size`` are recomputed from it, and for a bundled entry the file is copied into the weights
-    folder (next to the registry) under the entry's ``bundled`` name. ``changes`` replace other
+    folder (next to the registry) under the entry's ``bundled`` name. ``file`` may be a sharded
+    set (an index or its folder): then ``sha256`` is the index's (it records each shard's),
+    ``size`` the whole set's, ``filename`` becomes the Hub's index name, and a bundled copy is a
+    folder with the index and shards. ``changes`` replace other
     fields (e.g. ``metrics``, ``revision``, ``published``, ``repo_id``, ``bundled``). This is how a
     maintainer swaps in newly trained weights (``deblur weights register FILE --name NAME``) or
     records a Hub commit after ``deblur weights publish``.
@@ -306,7 +304,19 @@ def update_entry(
     arch = name.split(".", 1)[0]
     entry = reg.entries.get(name) or WeightsEntry(name=name, arch=arch, filename=f"{name}.safetensors")
     entry = replace(entry, **changes)
-    if file is not None:
+    if file is not None and is_sharded(file):
+        src = index_path(file)
+        meta = index_metadata(src)
+        if meta.get("arch") != entry.arch:
+            raise DeblurError(
+                f"{src} holds weights for arch {meta.get('arch')!r}, but {name!r} is a {entry.arch!r} entry"
+            )
+        filename = entry.filename if entry.filename.endswith(".index.json") else INDEX_NAME
+        entry = replace(entry, sha256=sha256_file(src), size=set_size(src), filename=filename)
+        if entry.bundled:
+            assert reg.path is not None
+            _copy_set(src, reg.path.parent / entry.bundled)
+    elif file is not None:
         src = Path(file)
         meta = read_safetensors_metadata(src)
         if meta.get("arch") != entry.arch:
@@ -326,6 +336,26 @@ def update_entry(
     entries[name] = entry
     save_registry(replace(reg, entries=entries))
     return entry
+
+
+def _copy_set(index: Path, dest: Path) -> None:
+    """Copy a sharded set (index and shards) into folder ``dest``, replacing an older set there."""
+    if dest.exists() and index.parent.resolve() == dest.resolve():
+        return
+    if dest.is_file():
+        raise DeblurError(f"{dest} is a file; a sharded entry is bundled as a folder")
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + "."))
+    try:
+        for f in [index, *shard_files(index)]:
+            shutil.copyfile(f, tmp / f.name)
+            os.chmod(tmp / f.name, 0o644)
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -1,8 +1,10 @@
 """Inference: the :class:`Deblurrer` pipeline around the network.
 
-Any image in, deblurred image out, at any size: tiling with blended overlaps, tile and batch
-sizes from free memory, the blur gate, the self-ensemble and folder planning. Other packages
-(video, distributed runs) use the names exported here.
+Any image in, deblurred image out, at any size: the :class:`Deblurrer` (``deblurrer``), tiling
+with blended overlaps (``tiling``), tile and batch sizes from free memory (``memory``), array
+layouts (``layout``), reading and writing files (``files``), output paths and folder plans
+(``planning``), the self-ensemble (``ensemble``) and the allocator tuning (``allocator``).
+Other packages (video, distributed runs) use the names exported here.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ from typing import Any
 # Public name -> the module that defines it. Imported on first use, so that importing a
 # submodule (the CLI does, for option defaults) does not pull numpy or torch in.
 _EXPORTS = {
-    "Deblurrer": "deblur_cli.inference.engine",
-    "FileResult": "deblur_cli.inference.engine",
-    "VizRequest": "deblur_cli.inference.engine",
-    "check_job": "deblur_cli.inference.engine",
-    "default_output": "deblur_cli.inference.engine",
-    "folder_output_root": "deblur_cli.inference.engine",
-    "merge_image": "deblur_cli.inference.engine",
-    "plan_folder": "deblur_cli.inference.engine",
-    "split_image": "deblur_cli.inference.engine",
-    "tile_process": "deblur_cli.inference.engine",
+    "Deblurrer": "deblur_cli.inference.deblurrer",
+    "FileResult": "deblur_cli.inference.files",
+    "check_job": "deblur_cli.inference.planning",
+    "default_output": "deblur_cli.inference.planning",
+    "folder_output_root": "deblur_cli.inference.planning",
+    "merge_image": "deblur_cli.inference.layout",
+    "plan_folder": "deblur_cli.inference.planning",
+    "split_image": "deblur_cli.inference.layout",
+    "tile_process": "deblur_cli.inference.tiling",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,9 +6,9 @@ orientation to another and partly cancel in the mean. Run on a transformed image
 is transformed back before averaging. EDSR introduced this for super-resolution ("x8
 self-ensemble"); BasicSR and Restormer's test scripts offer it. Cost: ``n`` passes.
 
-Measured with the bundled weights of session 3 (mean PSNR gain over the input, full images):
-validation pairs +1.11 dB alone, +1.27 with 4, +1.29 with 8; held-out pairs +0.80, +0.89,
-+0.92. The README has the current figures (``deblur eval --data DIR --self-ensemble 8``).
+Measured with an earlier version of the bundled weights (mean PSNR gain over the input, full
+images): validation pairs +1.11 dB alone, +1.27 with 4, +1.29 with 8; held-out pairs +0.80,
++0.89, +0.92. The README has the current figures (``deblur eval --data DIR --self-ensemble 8``).
 
 The transforms are ordered so that every prefix is a sensible ensemble: 2 = identity and
 horizontal flip, 4 = the flips and their product (all keep the image's shape, so images of a
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Ensemble sizes accepted by :class:`~deblur_cli.inference.engine.Deblurrer` and ``--self-ensemble``.
+#: Ensemble sizes accepted by :class:`~deblur_cli.inference.deblurrer.Deblurrer` and ``--self-ensemble``.
 SIZES = (1, 2, 4, 8)
 
 

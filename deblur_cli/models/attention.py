@@ -24,6 +24,9 @@ checks Eq. 10 against a literal Eq. 3-9 implementation scaled by ``C2``.
 The same module serves as cross-attention (Sec. 3.1.2): the features that are *attended*
 (``values``) come from another tensor (the matching encoder block, or the lower level),
 while every attention decision (``M1``, ``Q``, ``P``, ``M2``) is made from ``x``.
+
+The last step, Eq. 9's mixing, is :func:`deblur_cli.ops.attention.mix` (a oneDNN form for CPU
+inference beside the plain batched product).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deblur_cli.models.pixel_filter import cpu_inference
+from deblur_cli.ops import attention as attention_ops
 
 
 class EfficientAttention(nn.Module):
@@ -42,6 +45,9 @@ class EfficientAttention(nn.Module):
         channels: ``C``, channels of the input and of the attended features.
         maps: ``C2``, the number of spatial attention maps ``q_1..q_C2``.
     """
+
+    #: What :meth:`intermediates` returns.
+    map_names = ("m1", "q")
 
     def __init__(self, channels: int, maps: int) -> None:
         super().__init__()
@@ -54,43 +60,24 @@ class EfficientAttention(nn.Module):
         # f_m2 of Eq. 7: channel gate from the globally pooled gated features.
         self.f_m2 = nn.Conv2d(channels, channels, 1)
 
-    def forward(
-        self,
-        x: Tensor,
-        values: Tensor | None = None,
-        maps: dict[str, Tensor] | None = None,
-        prefix: str = "",
-        m1_logits: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, values: Tensor | None = None, m1_logits: Tensor | None = None) -> Tensor:
         """Attend over all positions of each image (or patch) in the batch.
 
         Args:
             x: ``(B, C, H, W)`` features that make the attention decisions.
             values: ``(B, C, H, W)`` features to attend (cross-attention); ``None`` for
                 self-attention (``values = x``).
-            maps: if a dict is given, the spatial mask ``m1`` ``(B, 1, H, W)`` and the
-                attention maps ``q`` ``(B, C2, H, W)`` (each summing to 1 over H, W) are
-                stored in it under ``prefix``.
-            prefix: key prefix for ``maps``.
             m1_logits: ``self.f_m1(x)`` ``(B, 1, H, W)`` if the caller computed it already (the
                 content-aware module runs all its 3x3 heads on ``x`` as one convolution).
 
         Returns:
             ``(B, C, H, W)`` attended features ``y_att``.
         """
-        b, c, h, w = x.shape
-        m1 = torch.sigmoid(self.f_m1(x) if m1_logits is None else m1_logits)  # Eq. 2, (B, 1, H, W)
-        m1_flat = m1.flatten(2)  # (B, 1, HW)
+        h, w = x.shape[-2:]
+        # M1, then x's view, then Q and P: the order autograd sums x's gradients in.
+        m1_flat = self._spatial_mask(x, m1_logits)  # (B, 1, HW)
         x_flat = x.flatten(2)  # (B, C, HW); a view, also of channels-last x
-        # Eq. 3 is folded into what reads x * M1, so the gated features (B, C, H, W) are never
-        # formed: M1 is one scalar per pixel, so a 1x1 map f(x * M1) = M1 * (W x) + bias; the
-        # pooling of Eq. 7 is x @ M1 / HW; Eq. 5's sums weight the values by Q * M1. Exact up to
-        # float rounding, and it saves two to three passes over the feature map per module.
-        w_qp = torch.cat([self.f_q.weight, self.f_p.weight])  # f_Q and f_P read x in one pass
-        qp = F.conv2d(x, w_qp).flatten(2) * m1_flat  # (B, 2*C2, HW)
-        q_logits, p_logits = qp.split(self.maps, dim=1)
-        q = torch.softmax(q_logits + self.f_q.bias[:, None], dim=2)  # Eq. 4, (B, C2, HW), sums to 1 over HW
-        p = torch.softmax(p_logits + self.f_p.bias[:, None], dim=1)  # Eq. 8, (B, C2, HW), sums to 1 over C2
+        q, p = self._scores(x, m1_flat)
         # Eq. 5-6 and Eq. 7's pooling as products of the values with weights over the pixels:
         # the C2 maps Q * M1 (attention-weighted sums of the gated values) and M1 / HW (the
         # mean of x * M1; scaled before the sum so that fp16 sums stay in range). In
@@ -106,47 +93,47 @@ class EfficientAttention(nn.Module):
         m2 = torch.sigmoid(self.f_m2(pooled.unsqueeze(3))).flatten(1)  # Eq. 7, (B, C)
         desc = desc * m2.unsqueeze(2)  # Eq. 6, channel-gated descriptors (B, C, C2)
         # Eq. 8-9 (sum form of Eq. 10): every pixel mixes the C2 descriptors.
-        if _onednn_mix(x):
-            # CPU inference of one image: the same product as a 1x1 convolution of the maps P
-            # by the descriptors, through oneDNN (on session 8's AMD, 0.8 ms against bmm's
-            # 3.8 ms for 128 channels, C2 = 16, 320x180); channels-last output like the branch
-            # it is fused with.
-            p_img = p.reshape(1, self.maps, h, w).contiguous(memory_format=torch.channels_last)
-            y = F.conv2d(p_img, desc[0, :, :, None, None])
-        elif x.is_contiguous(memory_format=torch.channels_last):
-            # Pixel-major product, (B, HW, C2) @ (B, C2, C): the result is channels-last like
-            # the input and like the filtering branch it is fused with (Eq. 13), so the fusion
-            # and the convolutions after it never mix memory layouts. Same values as below.
-            y = torch.bmm(p.transpose(1, 2), desc.transpose(1, 2)).transpose(1, 2)  # (B, C, HW), strides of NHWC
-        else:
-            y = torch.bmm(desc, p)  # (B, C, HW)
-        if maps is not None:
-            maps[prefix + "m1"] = m1
-            maps[prefix + "q"] = q.reshape(b, self.maps, h, w)
-        return y.reshape(b, c, h, w)
+        return attention_ops.mix(p, desc, x)
 
+    def masks(self, x: Tensor, m1_logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The attention decisions made from ``x`` ``(B, C, H, W)``.
 
-#: Mix the descriptors into the pixels (Eq. 9) with oneDNN on the CPU; off: ``torch.bmm``.
-ONEDNN_MIX = True
+        Eq. 3 is folded into what reads ``x * M1``, so the gated features ``(B, C, H, W)`` are
+        never formed: ``M1`` is one scalar per pixel, so a 1x1 map ``f(x * M1) = M1 * (W x) +
+        bias``; the pooling of Eq. 7 is ``x @ M1 / HW``; Eq. 5's sums weight the values by
+        ``Q * M1``. Exact up to float rounding, and it saves two to three passes over the
+        feature map per module.
 
+        Returns:
+            ``(m1, q, p)``, each over the flattened pixels: the spatial mask ``M1``
+            ``(B, 1, H*W)`` (Eq. 2), the attention maps ``Q`` ``(B, C2, H*W)`` (Eq. 4, each
+            summing to 1 over the pixels) and the selection weights ``P`` ``(B, C2, H*W)``
+            (Eq. 8, summing to 1 over the ``C2`` maps).
+        """
+        m1 = self._spatial_mask(x, m1_logits)
+        return (m1, *self._scores(x, m1))
 
-def _onednn_mix(x: Tensor) -> bool:
-    """Whether Eq. 9's mixing runs as a oneDNN 1x1 convolution: channels-last CPU inference (no
-    autograd, not while exporting to ONNX) of a single image or patch, on a build with oneDNN,
-    and :data:`ONEDNN_MIX` set.
+    def _spatial_mask(self, x: Tensor, m1_logits: Tensor | None) -> Tensor:
+        """``M1`` (Eq. 2) over the flattened pixels, ``(B, 1, H*W)``."""
+        return torch.sigmoid(self.f_m1(x) if m1_logits is None else m1_logits).flatten(2)
 
-    One image only: each image has its own descriptors, so a batch would be one convolution per
-    image and a ``cat`` of the results, an extra pass over the output that cost more than the
-    convolution saved (session 9, Intel: 4.8-5.0 ms against ``bmm``'s 2.2 ms for 2 or 4 patches
-    of 128 channels; the whole ``saphn`` 9.46 -> 9.14 s with levels 2 and 3 on ``bmm``).
-    """
-    return (
-        ONEDNN_MIX
-        and cpu_inference(x)
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and torch.backends.mkldnn.is_available()
-        and x.shape[0] == 1
-    )
+    def _scores(self, x: Tensor, m1: Tensor) -> tuple[Tensor, Tensor]:
+        """``Q`` (Eq. 4) and ``P`` (Eq. 8), each ``(B, C2, H*W)``, from ``x`` and ``M1`` ``(B, 1, H*W)``."""
+        w_qp = torch.cat([self.f_q.weight, self.f_p.weight])  # f_Q and f_P read x in one pass
+        qp = F.conv2d(x, w_qp).flatten(2) * m1  # (B, 2*C2, HW)
+        q_logits, p_logits = qp.split(self.maps, dim=1)
+        q = torch.softmax(q_logits + self.f_q.bias[:, None], dim=2)  # Eq. 4, sums to 1 over HW
+        p = torch.softmax(p_logits + self.f_p.bias[:, None], dim=1)  # Eq. 8, sums to 1 over C2
+        return q, p
+
+    def intermediates(
+        self, x: Tensor, values: Tensor | None = None, m1_logits: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The maps of Fig. 6 for the same arguments as :meth:`forward`: ``m1`` ``(B, 1, H, W)``
+        and ``q`` ``(B, C2, H, W)`` (each ``q_i`` summing to 1 over the pixels)."""
+        b, _, h, w = x.shape
+        m1, q, _ = self.masks(x, m1_logits)
+        return {"m1": m1.reshape(b, 1, h, w), "q": q.reshape(b, self.maps, h, w)}
 
 
 def attention_reference(module: EfficientAttention, x: Tensor, values: Tensor | None = None) -> Tensor:

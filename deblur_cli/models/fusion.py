@@ -35,6 +35,9 @@ class ContentAwareModule(nn.Module):
             meaningful in decoder blocks, which pass the encoder features to ``forward``.
     """
 
+    #: What :meth:`intermediates` can return.
+    map_names = ("fusion",)
+
     def __init__(
         self,
         channels: int,
@@ -53,44 +56,49 @@ class ContentAwareModule(nn.Module):
         has_global = self.sa is not None or self.ca is not None
         self.f_fus = nn.Conv2d(channels, 1, 3, padding=1) if has_global else None
 
-    def forward(
-        self,
-        x: Tensor,
-        encoder_features: Tensor | None = None,
-        maps: dict[str, Tensor] | None = None,
-        prefix: str = "",
-    ) -> Tensor:
+    def forward(self, x: Tensor, encoder_features: Tensor | None = None) -> Tensor:
         """Args:
             x: ``(B, C, H, W)``.
             encoder_features: ``(B, C, H, W)`` from the matching encoder block, attended by
                 the cross-attention (decoder blocks only).
-            maps: optional dict receiving ``fusion`` ``(B, 1, H, W)`` and the branches' maps.
-            prefix: key prefix for ``maps``.
 
         Returns:
             ``(B, C, H, W)`` fused features ``y_GL``.
         """
         use_ca = self.ca is not None and encoder_features is not None
         heads = self._heads(x, use_ca)
-        y_dyn = self.pdf(x, maps, prefix + "pdf.", raw=heads.get("pdf"))
+        y_dyn = self.pdf(x, raw=heads.get("pdf"))
         if self.f_fus is None:
             return y_dyn
         y_att = None
         if self.sa is not None:
-            y_att = self.sa(x, None, maps, prefix + "sa.", m1_logits=heads.get("sa"))
+            y_att = self.sa(x, None, m1_logits=heads.get("sa"))
         if use_ca:
-            y_ca = self.ca(x, encoder_features, maps, prefix + "ca.", m1_logits=heads.get("ca"))
+            y_ca = self.ca(x, encoder_features, m1_logits=heads.get("ca"))
             y_att = y_ca if y_att is None else y_att + y_ca
         if y_att is None:  # CA only, in an encoder block: no global branch here
             return y_dyn
-        m_fus = torch.sigmoid(heads["fus"] if "fus" in heads else self.f_fus(x))  # Eq. 12
-        if maps is not None:
-            maps[prefix + "fusion"] = m_fus
+        m_fus = self._fusion_mask(x, heads)
         # Eq. 13, M * y_att + (1 - M) * y_dyn, as y_dyn + M * (y_att - y_dyn): one pass over
         # the features instead of four (equal up to float rounding). Under autocast the filtering
         # branch is float32 and the rest low precision; lerp wants one dtype: the float32 one.
         dtype = y_dyn.dtype
         return torch.lerp(y_dyn, y_att.to(dtype), m_fus.to(dtype))
+
+    def intermediates(self, x: Tensor, encoder_features: Tensor | None = None) -> dict[str, Tensor]:
+        """For the same arguments as :meth:`forward`: the fusion mask ``fusion`` ``M_fus``
+        ``(B, 1, H, W)`` (1 = attention, 0 = filtering) where the module fuses two branches
+        (the branches' own maps come from their modules)."""
+        use_ca = self.ca is not None and encoder_features is not None
+        if self.f_fus is None or (self.sa is None and not use_ca):
+            return {}
+        return {"fusion": self._fusion_mask(x, self._heads(x, use_ca))}
+
+    def _fusion_mask(self, x: Tensor, heads: dict[str, Tensor]) -> Tensor:
+        """``M_fus = sigmoid(f_fus(x))`` (Eq. 12), ``(B, 1, H, W)``, from the shared head
+        convolution when it ran."""
+        assert self.f_fus is not None
+        return torch.sigmoid(heads["fus"] if "fus" in heads else self.f_fus(x))
 
     def _heads(self, x: Tensor, use_ca: bool) -> dict[str, Tensor]:
         """The 3x3 convolutions that read ``x``, run as one: the filter's meta-layer (``pdf``,

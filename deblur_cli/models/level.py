@@ -39,12 +39,10 @@ class ResBlock(nn.Module):
         self.cam = ContentAwareModule(channels, **cam)  # type: ignore[arg-type]
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(
-        self, x: Tensor, encoder_features: Tensor | None = None, maps: dict[str, Tensor] | None = None, prefix: str = ""
-    ) -> Tensor:
+    def forward(self, x: Tensor, encoder_features: Tensor | None = None) -> Tensor:
         """``(B, C, H, W) -> (B, C, H, W)``; ``encoder_features`` feed the cross-attention."""
         y = self.act(self.conv1(x))
-        y = self.cam(y, encoder_features, maps, prefix)
+        y = self.cam(y, encoder_features)
         return x + self.conv2(y)
 
 
@@ -96,15 +94,15 @@ class Encoder(nn.Module):
         self.down2 = nn.Sequential(nn.Conv2d(c1, c2, 3, stride=2, padding=1), act)
         self.blocks = nn.ModuleList(ResBlock(c2, cross_attention=False, **cam) for _ in range(blocks))
 
-    def forward(self, x: Tensor, maps: dict[str, Tensor] | None = None, prefix: str = "") -> tuple[Tensor, list[Tensor]]:
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Returns the final features and the list of per-stage/per-block features
         ``[full, half, block_1, ..., block_N]`` that the decoder uses."""
         s0 = self.stem(x)
         s1 = self.down1(s0)
         f = self.down2(s1)
         feats = [s0, s1]
-        for i, block in enumerate(self.blocks):
-            f = block(f, None, maps, f"{prefix}block{i + 1}.")
+        for block in self.blocks:
+            f = block(f)
             feats.append(f)
         return f, feats
 
@@ -147,13 +145,11 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(
-        self, f: Tensor, enc_feats: list[Tensor], maps: dict[str, Tensor] | None = None, prefix: str = ""
-    ) -> Tensor:
+    def forward(self, f: Tensor, enc_feats: list[Tensor]) -> Tensor:
         """``enc_feats`` is the encoder's second return value."""
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            f = block(f, enc_feats[2 + n - 1 - i], maps, f"{prefix}block{i + 1}.")
+            f = block(f, enc_feats[2 + n - 1 - i])
         f = self.up1(f)
         if self.stage_skips:
             f = f + enc_feats[1]

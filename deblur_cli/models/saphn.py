@@ -22,6 +22,7 @@ the encoder's stride 4) and the output cropped back to the input size.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch.nn.functional as F
@@ -118,6 +119,25 @@ def halves_to_full(x: Tensor) -> Tensor:
     return x.reshape(2, b, c, h, w).permute(1, 2, 0, 3, 4).reshape(b, c, 2 * h, w)
 
 
+def stitch_patches(t: Tensor, level: int, height: int, width: int) -> Tensor:
+    """A map of level ``level``'s patches as a map of the whole image, cropped to the input.
+
+    Args:
+        t: ``(4B, ch, h, w)`` (level 3: quadrants), ``(2B, ch, h, w)`` (level 2: halves) or
+            ``(B, ch, h, w)`` (level 1), at the features' resolution.
+        level: 1, 2 or 3.
+        height, width: the network's input size ``H, W``.
+
+    Returns:
+        ``(B, ch, ceil(H/4), ceil(W/4))``.
+    """
+    if level == 3:
+        t = quadrants_to_halves(t)
+    if level >= 2:
+        t = halves_to_full(t)
+    return t[..., : math.ceil(height / FEATURE_STRIDE), : math.ceil(width / FEATURE_STRIDE)]
+
+
 def pad_to_multiple(x: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
     """Pad the bottom/right of ``(B, C, H, W)`` to multiples of ``multiple``.
 
@@ -144,11 +164,11 @@ class CrossLevelAttention(nn.Module):
         super().__init__()
         self.attn = EfficientAttention(channels, maps) if enabled else None
 
-    def forward(self, high: Tensor, low: Tensor, maps: dict[str, Tensor] | None = None, prefix: str = "") -> Tensor:
+    def forward(self, high: Tensor, low: Tensor) -> Tensor:
         """``high``, ``low``: ``(B, C, h, w)`` features of the same patches."""
         if self.attn is None:
             return high + low
-        return high + self.attn(high, low, maps, prefix)
+        return high + self.attn(high, low)
 
 
 class SAPHN(nn.Module):
@@ -180,64 +200,68 @@ class SAPHN(nn.Module):
         # Cross-level attention into level 2 (from level 3) and into level 1 (from level 2).
         self.cla = nn.ModuleList(CrossLevelAttention(c, cfg.attn_maps, cfg.cross_level_attention) for _ in range(2))
 
-    def forward(
-        self,
-        x: Tensor,
-        maps: dict[str, Tensor] | None = None,
-        levels: list[Tensor] | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, levels: list[Tensor] | None = None) -> Tensor:
         """Deblur a batch.
 
         Args:
             x: ``(B, 3, H, W)`` blurred RGB in ``[0, 1]``.
-            maps: optional dict; when given it receives the maps of Fig. 6-7 for every block,
-                stitched to the whole image at quarter resolution, ``(B, ch, ceil(H/4), ceil(W/4))``,
-                keyed ``level{1,2,3}.{encoder,decoder}.block{i}.{fusion, sa.m1, sa.q, ca.m1,
-                ca.q, pdf.kernels, pdf.offsets}`` and ``level{1,2}.cla.{m1,q}``. Offsets are in
-                quarter-resolution pixels, ``(dy, dx)`` per tap. Nothing is kept when ``None``.
             levels: optional list; receives the estimates ``[y3, y2, y1]``, each ``(B, 3, H, W)``,
                 for per-level supervision.
 
         Returns:
             ``(B, 3, H, W)`` deblurred RGB (not clamped).
+
+        The maps of Fig. 6-7 are not part of the output: the modules of
+        :meth:`named_map_modules` give them for the same pass through forward hooks
+        (``deblur_cli.viz.recording``), which leave the output as it is.
         """
         h, w = x.shape[-2], x.shape[-1]
         xp = pad_to_multiple(x)
-        local: dict[str, Tensor] | None = {} if maps is not None else None
         # Level 3: four quadrants as a batch of 4B patches.
         x3 = split_quadrants(xp)
-        f3, e3 = self.encoders[2](x3 - 0.5, local, "level3.encoder.")
-        y3 = x3 + self.decoders[2](f3, e3, local, "level3.decoder.")
-        self._stitch(local, maps, "level3.", 3, h, w)
+        f3, e3 = self.encoders[2](x3 - 0.5)
+        y3 = x3 + self.decoders[2](f3, e3)
         # Level 2: top and bottom halves; input is the level-3 estimate.
         x2 = quadrants_to_halves(y3)
-        f2, e2 = self.encoders[1](x2 - 0.5, local, "level2.encoder.")
-        f2 = self.cla[0](f2, quadrants_to_halves(f3), local, "level2.cla.")
-        y2 = x2 + self.decoders[1](f2, e2, local, "level2.decoder.")
-        self._stitch(local, maps, "level2.", 2, h, w)
+        f2, e2 = self.encoders[1](x2 - 0.5)
+        f2 = self.cla[0](f2, quadrants_to_halves(f3))
+        y2 = x2 + self.decoders[1](f2, e2)
         # Level 1: the whole image.
         x1 = halves_to_full(y2)
-        f1, e1 = self.encoders[0](x1 - 0.5, local, "level1.encoder.")
-        f1 = self.cla[1](f1, halves_to_full(f2), local, "level1.cla.")
-        y1 = x1 + self.decoders[0](f1, e1, local, "level1.decoder.")
-        self._stitch(local, maps, "level1.", 1, h, w)
+        f1, e1 = self.encoders[0](x1 - 0.5)
+        f1 = self.cla[1](f1, halves_to_full(f2))
+        y1 = x1 + self.decoders[0](f1, e1)
         if levels is not None:
             levels.extend(t[..., :h, :w] for t in (halves_to_full(quadrants_to_halves(y3)), halves_to_full(y2), y1))
         return y1[..., :h, :w]
 
-    @staticmethod
-    def _stitch(local: dict[str, Tensor] | None, maps: dict[str, Tensor] | None, prefix: str, level: int, h: int, w: int) -> None:
-        """Move a level's maps from ``local`` to ``maps``, patches stitched and cropped."""
-        if local is None or maps is None:
-            return
-        hq, wq = math.ceil(h / FEATURE_STRIDE), math.ceil(w / FEATURE_STRIDE)
-        for key in [k for k in local if k.startswith(prefix)]:
-            t = local.pop(key)
-            if level == 3:
-                t = quadrants_to_halves(t)
-            if level >= 2:
-                t = halves_to_full(t)
-            maps[key] = t[..., :hq, :wq]
+    def named_map_modules(self) -> Iterator[tuple[str, int, nn.Module]]:
+        """The modules whose ``intermediates`` are the maps of Fig. 6-7, in the order ``forward``
+        runs them: ``(key prefix, level, module)``.
+
+        The prefixes are ``level{1,2,3}.{encoder,decoder}.block{i}.`` for the content-aware
+        module of block ``i`` (``fusion``), the same followed by ``pdf.`` (``kernels``,
+        ``offsets``), ``sa.`` and ``ca.`` (``m1``, ``q``) for its branches, and ``level{1,2}.cla.``
+        for the cross-level attention (``m1``, ``q``); modules a variant does not have are left
+        out. A level's maps are per patch; :func:`stitch_patches` makes them whole-image maps.
+        """
+        for level in (3, 2, 1):
+            yield from self._block_map_modules(level, "encoder")
+            cla = self.cla[2 - level].attn if level < 3 else None  # into level 2: cla[0]; 1: cla[1]
+            if cla is not None:
+                yield f"level{level}.cla.", level, cla
+            yield from self._block_map_modules(level, "decoder")
+
+    def _block_map_modules(self, level: int, part: str) -> Iterator[tuple[str, int, nn.Module]]:
+        """:meth:`named_map_modules` of one encoder or decoder."""
+        coder = (self.encoders if part == "encoder" else self.decoders)[level - 1]
+        for i, block in enumerate(coder.blocks):
+            prefix = f"level{level}.{part}.block{i + 1}."
+            for name in ("pdf", "sa", "ca"):
+                branch = getattr(block.cam, name)
+                if branch is not None:
+                    yield f"{prefix}{name}.", level, branch
+            yield prefix, level, block.cam
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

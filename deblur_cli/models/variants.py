@@ -3,7 +3,7 @@
 ``saphn``      the paper's configuration (Table 1 "Ours(b)": learnable offsets).
 ``saphn-a``    the same without learnable offsets (Table 1 "Ours(a)").
 ``saphn-s``    the CPU-sized default that we train and ship (narrower, 2 blocks, stage skips).
-``saphn-sd``   ``saphn-s`` with decoder blocks at half and full resolution (a candidate, session 8).
+``saphn-sd``   ``saphn-s`` with decoder blocks at half and full resolution (a candidate).
 ``saphn-tiny`` a few-thousand-parameter config for tests.
 
 The Table 3 ablations (Net1-Net8) are built by passing the switches to :func:`create_model`,
@@ -60,7 +60,7 @@ def _saphn_s() -> SAPHNConfig:
 )
 def _saphn_sd() -> SAPHNConfig:
     # The bundled saphn-s levels off near +0.78 dB on our validation pairs whatever the recipe
-    # (runs 5-7), and gains least on fine texture (held-out baboon, fruits, rocket: +0.1 to
+    # we tried, and gains least on fine texture (held-out baboon, fruits, rocket: +0.1 to
     # +0.3 dB): past the two transposed convolutions its decoder has no capacity at full
     # resolution at all. The blocks start as the identity, so saphn-s weights grow into this
     # variant exactly (deblur_cli.training.grow).

@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from deblur_cli.data.datasets import Pair, SyntheticPairs, find_pairs, read_rgb
+from deblur_cli.data.datasets import Pair, find_pairs, read_rgb
 from deblur_cli.data.synthetic import BlurSettings
 from deblur_cli.eval.pairs import psnr
 from deblur_cli.models import SAPHN, create_model
+from deblur_cli.training.accel import Accel, CompileFallback, StepMeter, autocast, compiled, setup_device
+from deblur_cli.training.pairs import GoProPairs, Prefetcher, data_state, make_source, set_data_state  # noqa: F401
 
 
 @dataclass
@@ -130,37 +132,6 @@ def restoration_loss(cfg: TrainConfig, levels: list[torch.Tensor], target: torch
     return total
 
 
-class GoProPairs:
-    """Random aligned crops from real blurred/sharp pairs (GoPro training layout)."""
-
-    def __init__(self, data: Path, crop: int, seed: int = 0) -> None:
-        self.pairs = find_pairs(Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data))
-        self.crop = crop
-        self.rng = np.random.default_rng(seed)
-        self._cache: dict[Path, np.ndarray] = {}
-
-    def _img(self, p: Path) -> np.ndarray:
-        if p not in self._cache:
-            if len(self._cache) > 64:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[p] = read_rgb(p)
-        return self._cache[p]
-
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        bl, sh = [], []
-        for _ in range(n):
-            pair = self.pairs[self.rng.integers(len(self.pairs))]
-            b, s = self._img(pair.blur), self._img(pair.sharp)
-            h, w = b.shape[:2]
-            c = min(self.crop, h, w)
-            y, x = int(self.rng.integers(0, h - c + 1)), int(self.rng.integers(0, w - c + 1))
-            flip = self.rng.random() < 0.5
-            for src, dst in ((b, bl), (s, sh)):
-                crop = src[y : y + c, x : x + c]
-                dst.append((crop[:, ::-1] if flip else crop).transpose(2, 0, 1))
-        return np.ascontiguousarray(np.stack(bl)), np.ascontiguousarray(np.stack(sh))
-
-
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state dict into named tensors (safetensors) and JSON metadata."""
     sd = opt.state_dict()
@@ -231,8 +202,10 @@ def export_weights(run_dir: Path, model: SAPHN, cfg: TrainConfig, st: RunState, 
 
 
 def validate(model: SAPHN, pairs: list[Pair], crop: int) -> tuple[float, float]:
-    """Mean input and output PSNR over centre crops of ``pairs`` (eval mode, no grad)."""
+    """Mean input and output PSNR over centre crops of ``pairs`` (eval mode, no grad, float32,
+    on the model's device)."""
     model.eval()
+    dev = next(model.parameters()).device
     pin, pout = [], []
     with torch.no_grad():
         for pair in pairs:
@@ -241,7 +214,8 @@ def validate(model: SAPHN, pairs: list[Pair], crop: int) -> tuple[float, float]:
             c = min(crop, h, w)
             y, x = (h - c) // 2, (w - c) // 2
             b, s = b[y : y + c, x : x + c], s[y : y + c, x : x + c]
-            out = model(torch.from_numpy(np.ascontiguousarray(b.transpose(2, 0, 1)))[None])[0].numpy().transpose(1, 2, 0)
+            x_t = torch.from_numpy(np.ascontiguousarray(b.transpose(2, 0, 1)))[None].to(dev)
+            out = model(x_t)[0].float().cpu().numpy().transpose(1, 2, 0)
             pin.append(psnr(b, s))
             pout.append(psnr(out, s))
     model.train()
@@ -261,6 +235,10 @@ def train(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     on_step: Callable[[int, float, float], None] | None = None,
+    stop_at: int | None = None,
+    accel: Accel | None = None,
+    meter: StepMeter | None = None,
+    resume_warmup: int = 200,
 ) -> RunState:
     """Train until ``cfg.steps`` (or ``max_minutes``), checkpointing every ``checkpoint_minutes``.
 
@@ -277,6 +255,15 @@ def train(
         device: torch device string.
         log: where progress lines go.
         on_step: callback ``(step, loss, lr)`` after every step (progress bars).
+        stop_at: stop (with a checkpoint, resumable) once this step is reached.
+        accel: device settings (precision, layout, compilation, where pairs are made); they
+            do not change what is learnt and are not saved with the run.
+        meter: receives step and data-wait times (a fresh one by default); the share of step
+            time spent waiting for data is logged every 50 steps.
+        resume_warmup: when a resumed checkpoint holds no optimizer state (weights carried
+            without Adam's moments), the learning rate ramps up linearly over this many steps,
+            so that the first steps of a fresh Adam (about ``lr`` per weight whatever the
+            gradient) cannot undo what was learnt.
 
     Returns:
         the final :class:`RunState`.
@@ -298,6 +285,8 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dev = torch.device(device)
+    setup_device(dev)
+    use = (accel or Accel()).resolved(dev)
     model = create_model(cfg.model).to(dev)
     if init_weights is not None and not resume:
         from deblur_cli.hub.loading import load_model
@@ -306,54 +295,70 @@ def train(
         model.load_state_dict(loaded.state_dict())
     # On the CPU, channels-last (NHWC) activations and weights: measured 0.60 vs 0.65 s per
     # saphn-s step (batch 8, 128x128, 2 threads). Checkpoints and exports are stored contiguous.
-    channels_last = dev.type == "cpu"
+    channels_last = bool(use["channels_last"])
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    if synthetic is not None:
-        source = SyntheticPairs(Path(synthetic), cfg.crop, BlurSettings(**_blur_overrides(cfg.blur)), seed=cfg.seed)
-    elif data is not None:
-        source = GoProPairs(Path(data), cfg.crop, seed=cfg.seed)
-    else:
-        raise ValueError("give synthetic= (sharp photos) or data= (GoPro layout)")
+    settings = BlurSettings(**_blur_overrides(cfg.blur))
+    source = make_source(synthetic, data, cfg.crop, settings, cfg.seed, dev, str(use["synthesis"]))
+    warm_from, data_rng = None, None
     if saved is not None:
         tensors = load_file(str(run_dir / "checkpoint.safetensors"))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimizer(opt, tensors, saved["optimizer"])
+        if any(k.startswith("optim.") for k in tensors):
+            _load_optimizer(opt, tensors, saved["optimizer"])
+        else:
+            warm_from = st.step
+            log(f"no optimizer state saved: Adam starts afresh, learning rate warmed up over {resume_warmup} steps")
         torch.set_rng_state(tensors["rng.torch"])
-        source.rng.bit_generator.state = saved["data_rng"]
+        data_rng = saved.get("data_rng")
         log(f"resumed at step {st.step} ({st.seconds / 3600:.2f} h trained)")
+    prefetch = None
+    if use["workers"] and use["synthesis"] != "torch":
+        prefetch = Prefetcher(source, cfg.batch, int(use["workers"]), cfg.seed, state=data_rng)  # type: ignore[arg-type]
+    elif data_rng is not None:
+        try:
+            set_data_state(source, data_rng)
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            log("the saved data stream is of another kind (pairs made elsewhere): it restarts from the seed")
+    loader = prefetch or source
+    current_data_state = prefetch.state if prefetch is not None else (lambda: data_state(source))
     val_pairs = find_pairs(Path(val)) if val is not None else []
+    meter = meter or StepMeter(dev, skip=5 if dev.type == "cuda" else 1)
+    step_fn = CompileFallback(model, compiled(model, log), log) if use["compile"] else model
     stop = _StopRequest()
     model.train()
     t_start = time.time()
     last_ckpt = time.time()
     window: list[float] = []
-    while st.step < cfg.steps:
+    while st.step < cfg.steps and (stop_at is None or st.step < stop_at):
         t0 = time.time()
+        meter.start()
         lr = learning_rate(cfg, st.step)
+        if warm_from is not None and st.step - warm_from < resume_warmup:
+            lr *= (st.step - warm_from + 1) / resume_warmup
         for g in opt.param_groups:
             g["lr"] = lr
-        blur, sharp = source.batch(cfg.batch)
-        blur_t = torch.from_numpy(blur).to(dev)
-        if channels_last:
-            blur_t = blur_t.contiguous(memory_format=torch.channels_last)
-        sharp_t = torch.from_numpy(sharp).to(dev)
-        levels: list[torch.Tensor] = []
-        model(blur_t, levels=levels)
-        loss = restoration_loss(cfg, levels, sharp_t)
+        with meter.data():
+            blur_t, sharp_t = _on_device(loader.batch(cfg.batch), dev, channels_last)
+        with autocast(dev, str(use["amp"])):
+            levels: list[torch.Tensor] = []
+            step_fn(blur_t, levels=levels)
+        loss = restoration_loss(cfg, [lv.float() for lv in levels], sharp_t)  # float32 loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         st.step += 1
+        meter.end(cfg.batch)
         st.seconds += time.time() - t0
         window.append(loss.item())
         if on_step is not None:
             on_step(st.step, window[-1], lr)
         if st.step % 50 == 0:
-            log(f"step {st.step} loss {np.mean(window):.5f} lr {lr:.2e} {st.seconds / st.step:.2f} s/step")
+            log(f"step {st.step} loss {np.mean(window):.5f} lr {lr:.2e} {st.seconds / st.step:.2f} s/step, "
+                f"{meter.samples_per_s:.1f} samples/s, data wait {meter.data_share:.1%}")  # fmt: skip
             window.clear()
         if val_pairs and (st.step % cfg.val_every == 0 or st.step == cfg.steps):
             pin, pout = validate(model, val_pairs, cfg.val_crop)
@@ -368,16 +373,28 @@ def train(
                 export_weights(run_dir, model, cfg, st, f"snapshots/step-{st.step:06d}")
         out_of_time = max_minutes is not None and time.time() - t_start > max_minutes * 60
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60 or st.step == cfg.steps or out_of_time:
-            save_checkpoint(run_dir, model, opt, cfg, st, source.rng.bit_generator.state)
+            save_checkpoint(run_dir, model, opt, cfg, st, current_data_state())
             last_ckpt = time.time()
-        if out_of_time or stop.requested:
+        if out_of_time or stop.requested or st.step == stop_at:
             why = f"after {max_minutes} minutes" if out_of_time else f"on {stop.requested}"
+            why = why if out_of_time or stop.requested else "as planned (stop_at)"
             log(f"stopping {why} at step {st.step}; resume with --resume")
             break
     stop.restore()
-    save_checkpoint(run_dir, model, opt, cfg, st, source.rng.bit_generator.state)
+    if prefetch is not None:
+        prefetch.close()
+    save_checkpoint(run_dir, model, opt, cfg, st, current_data_state())
     export_weights(run_dir, model, cfg, st, "final")
     return st
+
+
+def _on_device(pair: tuple, dev: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``(blurred, sharp)`` batch (numpy or tensors) as float32 tensors on ``dev``."""
+    blur, sharp = (torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in pair)
+    blur, sharp = blur.to(dev, non_blocking=True), sharp.to(dev, non_blocking=True)
+    if channels_last:
+        blur = blur.contiguous(memory_format=torch.channels_last)
+    return blur, sharp
 
 
 class _StopRequest:

@@ -1,0 +1,148 @@
+"""Videos in ``deblur folder``: find them beside the images, and deblur them one by one with the same
+:class:`~deblur_cli.inference.Deblurrer`, reporting each as a :class:`~deblur_cli.inference.FileResult`.
+
+Light on purpose: planning imports neither PyAV nor torch, so a folder of images works without the
+``video`` extra; only a folder that holds videos needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from deblur_cli.errors import DeblurError
+from deblur_cli.video import VIDEO_EXTENSIONS
+
+#: Containers a video keeps in ``deblur folder`` (others, e.g. .avi, become .mp4).
+_KEPT = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
+
+
+def _scan(in_dir: Path, out_dir: Path, recursive: bool, suffix: str, extensions: frozenset[str]) -> list[Path]:
+    """Files under ``in_dir`` with one of ``extensions``, by the rules of ``plan_folder``: no hidden
+    files or folders, nothing inside the output folder, no earlier outputs when writing in place."""
+    in_res, out_res = in_dir.resolve(), out_dir.resolve()
+    same = in_res == out_res
+    out_inside = not same and out_res.is_relative_to(in_res)
+    found = []
+    for src in sorted(in_dir.rglob("*") if recursive else in_dir.iterdir()):
+        rel = src.relative_to(in_dir)
+        if any(part.startswith(".") for part in rel.parts) or src.suffix.lower() not in extensions:
+            continue
+        if not src.is_file() or (out_inside and src.resolve().is_relative_to(out_res)):
+            continue
+        if same and suffix and src.stem.endswith(suffix):
+            continue
+        found.append(src)
+    return found
+
+
+def plan_media(
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None = None,
+    *,
+    recursive: bool = False,
+    suffix: str | None = None,
+    ext: str | None = None,
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """``(image_jobs, video_jobs)`` of a folder: the images as ``deblur_cli.inference.plan_folder``
+    plans them (``ext`` applies to images only), and the videos (:data:`VIDEO_EXTENSIONS`) mirrored the
+    same way, each keeping its container (``.avi`` and others become ``.mp4``).
+
+    Raises:
+        DeblurError: as ``plan_folder`` (an empty folder says that it looked for videos too), or a
+            video output that would replace an input or another output.
+    """
+    from deblur_cli.inference import folder_output_root, plan_folder
+    from deblur_cli.io.images import INPUT_EXTENSIONS
+
+    in_dir = Path(input_dir)
+    if not in_dir.is_dir():
+        return plan_folder(in_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext), []  # its error
+    out_dir = folder_output_root(in_dir, output_dir)
+    same = in_dir.resolve() == out_dir.resolve()
+    sfx = ("_deblurred" if same else "") if suffix is None else suffix
+    videos = _scan(in_dir, out_dir, recursive, sfx, VIDEO_EXTENSIONS)
+    if not videos or _scan(in_dir, out_dir, recursive, sfx, frozenset(INPUT_EXTENSIONS)):
+        try:
+            images = plan_folder(in_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
+        except DeblurError as exc:
+            if videos or not str(exc).startswith("no images"):
+                raise
+            raise DeblurError(f"{exc}, or videos ({', '.join(sorted(VIDEO_EXTENSIONS))})") from None
+    else:
+        plan_folder_checks(in_dir, output_dir, suffix, ext)
+        images = []
+    jobs = []
+    for src in videos:
+        rel = src.relative_to(in_dir)
+        out_ext = src.suffix.lower() if src.suffix.lower() in _KEPT else ".mp4"
+        jobs.append((src, out_dir / rel.parent / f"{src.stem}{sfx}{out_ext}"))
+    taken = {d.resolve(): s for s, d in images}
+    inputs = {s.resolve() for s, _ in images} | {s.resolve() for s, _ in jobs}
+    for src, dst in jobs:
+        key = dst.resolve()
+        if key in inputs:
+            raise DeblurError(f"{dst}: output would replace an input; use another --suffix or output folder")
+        if key in taken:
+            raise DeblurError(f"{taken[key]} and {src} would both be written to {dst}; use --suffix")
+        taken[key] = src
+    return images, jobs
+
+
+def plan_folder_checks(in_dir: Path, output_dir: str | os.PathLike[str] | None, suffix: str | None, ext: str | None) -> None:
+    """The checks ``plan_folder`` makes before it looks for images (a folder of videos only skips it)."""
+    from deblur_cli.inference import folder_output_root
+    from deblur_cli.io.images import OUTPUT_FORMATS
+
+    same = in_dir.resolve() == folder_output_root(in_dir, output_dir).resolve()
+    if same and suffix == "":
+        raise DeblurError("the output folder is the input folder: give a non-empty --suffix so inputs are never replaced")
+    if ext is not None and "." + ext.lower().lstrip(".") not in OUTPUT_FORMATS:
+        raise DeblurError(f"cannot write .{ext.lower().lstrip('.')} files; use one of {', '.join(sorted(OUTPUT_FORMATS))}")
+
+
+def run_videos(
+    deblurrer: Any,
+    jobs: list[tuple[Path, Path]],
+    *,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    on_frames: Callable[[Path, Any], None] | None = None,
+) -> Iterator[Any]:
+    """Deblur each video of ``jobs`` (:func:`deblur_cli.video.deblur_video`), yielding one
+    ``FileResult`` per video as it finishes: ``"failed"`` with the reason for a bad video, and
+    processing goes on. ``pixels`` is the frame size times the frames; ``gate`` the mean weight.
+    ``on_frames(src, progress)`` is called after every batch (for a progress display)."""
+    from deblur_cli.inference import FileResult
+
+    if not jobs:
+        return
+    try:
+        from deblur_cli.video import require_av
+
+        require_av()
+    except DeblurError as exc:
+        for src, dst in jobs:
+            yield FileResult(src, dst, "failed", str(exc))
+        return
+    from deblur_cli.video.pipeline import deblur_video
+
+    for src, dst in jobs:
+        if skip_existing and dst.exists():
+            yield FileResult(src, dst, "skipped", "output exists")
+            continue
+        start = time.perf_counter()
+        report = None if on_frames is None else (lambda p, s=src: on_frames(s, p))
+        try:
+            r = deblur_video(deblurrer, src, dst, batch_size=batch_size, overwrite=overwrite, progress=report)
+        except DeblurError as exc:
+            yield FileResult(src, dst, "failed", str(exc), time.perf_counter() - start)
+            continue
+        gate = sum(r.weights) / len(r.weights) if r.weights else None
+        extent = sum(r.extents) / len(r.extents) if r.extents else None
+        pixels = r.width * r.height * r.frames
+        yield FileResult(src, dst, "done", "", time.perf_counter() - start, pixels, extent, gate)

@@ -1,0 +1,310 @@
+"""``deblur folder --ray`` / ``deblur_dataset`` on a real local Ray cluster (started here, 2 CPUs).
+
+Same files as the local command, bad files mixed in, a killed worker, a killed-then-rerun
+driver, and an S3 bucket served by moto on 127.0.0.1. Fast checks of the pieces (planning,
+manifest, sizing) need no cluster and come first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deblur_cli.distributed.cluster import size_workers
+from deblur_cli.distributed.manifest import MANIFEST_NAME, action_of, make_row, parse
+from deblur_cli.distributed.plan import Task, plan, triage
+from deblur_cli.distributed.storage import repair_uri, resolve
+from deblur_cli.errors import DeblurError
+from deblur_cli.inference import plan_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _image(path: Path, shape=(48, 64, 3), seed=0, blur=0) -> Path:
+    """Noise smoothed a little; ``blur`` > 0 adds a horizontal motion blur of that length (px)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    pixels = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 1.5)
+    if blur:
+        pixels = cv2.filter2D(pixels, -1, np.full((1, blur), 1.0 / blur, np.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _tree(root: Path) -> Path:
+    """Two sizes, a sub-folder, a sharp and a blurred image (the gate treats them apart), a
+    text file named .png, a truncated JPEG, a hidden file and a non-image."""
+    _image(root / "a.png", seed=1)
+    _image(root / "b.jpg", seed=2, blur=15)
+    _image(root / "c.png", shape=(40, 40, 3), seed=3, blur=15)
+    _image(root / "sub" / "d.png", seed=4)
+    _image(root / "sub" / "e.webp", shape=(40, 40, 3), seed=5)
+    (root / "bad.png").write_text("not an image")
+    good = _image(root / "trunc.jpg", seed=6).read_bytes()
+    (root / "trunc.jpg").write_bytes(good[: len(good) // 3])
+    _image(root / ".hidden.png", seed=7)
+    (root / "notes.txt").write_text("ignored")
+    return root
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != MANIFEST_NAME}  # fmt: skip
+
+
+def _manifest(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / MANIFEST_NAME).read_text().splitlines()]
+
+
+def _partials(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*.part")]
+
+
+# ------------------------------------------------------------------------- no cluster needed
+
+
+def test_remote_planning_follows_the_local_rules(tmp_path):
+    """The planner for buckets (run here on pyarrow's local filesystem) names outputs as plan_folder."""
+    from pyarrow.fs import LocalFileSystem
+
+    tree = _tree(tmp_path / "in")
+    for kwargs in ({}, {"recursive": True}, {"recursive": True, "ext": "png", "suffix": "_x"}):
+        expected = [(s.relative_to(tree).as_posix(), d.relative_to(tmp_path / "out").as_posix())
+                    for s, d in plan_folder(tree, tmp_path / "out", **kwargs)]  # fmt: skip
+        fs = LocalFileSystem()
+        got = plan(resolve(str(tree), fs), resolve(str(tmp_path / "out"), fs), **kwargs)
+        assert [(t.rel, t.out_rel) for t in got] == expected
+    same = plan(resolve(str(tree), fs), resolve(str(tree), fs), recursive=True)
+    assert [(s.relative_to(tree).as_posix(), d.relative_to(tree).as_posix()) for s, d in plan_folder(tree, tree, recursive=True)] == [
+        (t.rel, t.out_rel) for t in same
+    ]
+    with pytest.raises(DeblurError, match="non-empty --suffix"):
+        plan(resolve(str(tree), fs), resolve(str(tree), fs), suffix="")
+
+
+def test_triage_resumes_without_repeating_work():
+    tasks = [Task(f"{n}.png", f"{n}.png") for n in "abcdef"]
+    rows = {
+        "a.png": make_row("a.png", "a.png", "done", "J"),
+        "b.png": make_row("b.png", "b.png", "pending", "J"),  # written, then the driver died
+        "c.png": make_row("c.png", "c.png", "failed", "J"),
+        "d.png": make_row("d.png", "d.png", "done", "J"),  # output deleted since
+        "e.png": make_row("e.png", "e.png", "done", "OTHER"),  # another job's output
+    }
+    present = {"a.png", "b.png", "e.png"}
+    t = triage(tasks, present, rows, "J", skip_existing=False, overwrite=False)
+    assert [x.rel for x in t.run] == ["c.png", "d.png", "f.png"]
+    assert [x.rel for x, _ in t.kept] == ["a.png", "b.png"] and [x.rel for x in t.found] == ["b.png"]
+    assert [x.rel for x in t.conflicts] == ["e.png"]
+    assert [x.rel for x, _ in triage(tasks, present, rows, "J", skip_existing=True, overwrite=False).kept] == [
+        "a.png", "b.png", "e.png"
+    ]
+    assert len(triage(tasks, present, rows, "J", skip_existing=False, overwrite=True).run) == 6
+
+
+def test_manifest_keeps_the_latest_row_and_ignores_a_torn_line():
+    first = make_row("a.png", "a.png", "pending", "J")
+    last = make_row("a.png", "a.png", "done", "J", blur_px=2.5, action=action_of("done", 0.5, False))
+    text = json.dumps(first) + "\n" + json.dumps(last) + "\n" + '{"path": "b.png", "sta'
+    rows = parse(text)
+    assert list(rows) == ["a.png"] and rows["a.png"]["status"] == "done" and rows["a.png"]["action"] == "blended"
+    assert action_of("done", 0.0, False) == "left as it was" and action_of("done", 0.3, True) == "deblurred in places"
+
+
+def test_workers_are_sized_to_fit():
+    two = size_workers([2.0], 0.0, workers=2)
+    assert (two.count, two.threads, two.num_gpus) == (2, 1, 0.0) and two.count * two.num_cpus <= 2
+    crowded = size_workers([2.0], 0.0, workers=3)  # more workers than CPUs: fractional, never waiting
+    assert crowded.count * crowded.num_cpus <= 2.0 + 1e-6
+    big = size_workers([16.0, 16.0], 0.0)
+    assert (big.count, big.threads, big.num_cpus) == (8, 4, 4.0)
+    gpu = size_workers([16.0], 4.0)
+    assert (gpu.count, gpu.num_gpus, gpu.device) == (4, 1.0, "auto")
+    assert size_workers([16.0], 4.0, gpus_per_worker=0.5).count == 8
+    assert size_workers([16.0], 4.0, gpus_per_worker=0).num_gpus == 0.0
+    with pytest.raises(DeblurError, match="no GPU"):
+        size_workers([4.0], 0.0, device="cuda")
+
+
+def test_uris_survive_the_cli():
+    assert repair_uri("s3:/bucket/in") == "s3://bucket/in"
+    assert repair_uri("s3://bucket/in") == "s3://bucket/in"
+    assert repair_uri("photos/in") == "photos/in"
+    assert resolve("s3://bucket/in?endpoint_override=http://127.0.0.1:9&scheme=http").uri == "s3://bucket/in"
+
+
+# ------------------------------------------------------------------------------ on a cluster
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on 127.0.0.1; its endpoint and test credentials in the environment
+    before Ray starts, so that the workers see them as a cluster's nodes would."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
+    """A local Ray cluster of 2 CPUs for the module; yields its address."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _cli_args(src, dst, weights, *extra):
+    return ("folder", src, "-o", dst, "-r", "--model", "saphn-tiny", "--weights", weights, *extra)
+
+
+def test_same_files_as_local_bad_files_reported_and_rerun_retries_failures(cli, tiny_weights, tmp_path, cluster):
+    tree = _tree(tmp_path / "in")
+    local = cli(*_cli_args(tree, tmp_path / "local", tiny_weights, "--gate", "1,3"))
+    on_ray = cli(*_cli_args(tree, tmp_path / "ray", tiny_weights, "--gate", "1,3", "--ray", "local", "--workers", "2"))
+    assert local.exit_code == on_ray.exit_code == 1, on_ray.output
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")  # byte for byte, same names, same tree
+    assert len(_outputs(tmp_path / "ray")) == 5
+    for name in ("bad.png", "trunc.jpg"):
+        assert name in on_ray.output and name in local.output
+    rows = {r["path"]: r for r in _manifest(tmp_path / "ray")}
+    assert sorted(rows) == ["a.png", "b.jpg", "bad.png", "c.png", "sub/d.png", "sub/e.webp", "trunc.jpg"]
+    assert {p for p, r in rows.items() if r["status"] == "failed"} == {"bad.png", "trunc.jpg"}
+    assert all(r["error"] for r in rows.values() if r["status"] == "failed")
+    done = [r for r in rows.values() if r["status"] == "done"]
+    assert all(r["blur_px"] is not None and r["worker"] and r["seconds"] > 0 for r in done)
+    assert {r["action"] for r in done} >= {"left as it was"} and len({r["action"] for r in done}) >= 2
+
+    _image(tree / "bad.png", seed=8)  # fixed; trunc.jpg stays broken
+    before = {p: (tmp_path / "ray" / p).stat().st_mtime_ns for p in _outputs(tmp_path / "ray")}
+    again = cli(*_cli_args(tree, tmp_path / "ray", tiny_weights, "--gate", "1,3", "--ray", "local", "--workers", "2"))
+    assert again.exit_code == 1 and "trunc.jpg" in again.output
+    after = {r["path"]: r for r in _manifest(tmp_path / "ray")}
+    assert after["bad.png"]["status"] == "done" and after["trunc.jpg"]["status"] == "failed"
+    for path, row in rows.items():
+        if row["status"] == "done":
+            assert after[path] == row  # not touched again
+    assert all((tmp_path / "ray" / p).stat().st_mtime_ns == t for p, t in before.items())
+
+
+def _many(root: Path, n: int, side: int) -> Path:
+    for i in range(n):
+        _image(root / f"img{i:02d}.png", shape=(side, side, 3), seed=i)
+    return root
+
+
+def test_a_killed_worker_does_not_stop_the_job(tiny_weights, tmp_path, cluster):
+    from deblur_cli.distributed import deblur_dataset
+
+    src, out = _many(tmp_path / "in", 10, 96), tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_first_worker(result):
+        if killed or result.status != "done":
+            return
+        worker = next(r["worker"] for r in _manifest(out) if r["status"] == "done")
+        killed.append(int(worker.rpartition(":")[2]))
+        os.kill(killed[0], signal.SIGKILL)
+
+    report = deblur_dataset(src, out, model="saphn-tiny", weights=tiny_weights, workers=1, threads=1,
+                            files_per_call=2, on_result=kill_first_worker)  # fmt: skip
+    assert killed, "the worker was never killed"
+    rows = _manifest(out)
+    # A file the killed actor had written before its batch was retried is kept ("skipped").
+    assert len(rows) == 10 and all(r["status"] == "done" or r["error"] == "" and r["status"] == "skipped" for r in rows)
+    workers = {r["worker"] for r in rows}
+    assert len(workers) >= 2 and f"{os.uname().nodename}:{killed[0]}" in workers  # a new actor finished the job
+    assert sorted(_outputs(out)) == [f"img{i:02d}.png" for i in range(10)] and not _partials(out)
+    for p in _outputs(out):
+        Image.open(out / p).load()  # complete images
+    assert sum(r.status == "failed" for r in report.results) == 0 and len(report.results) == 10
+
+
+def _wait_until_still(out: Path, quiet: float = 1.5, limit: float = 30.0) -> None:
+    """Wait until no output has appeared for ``quiet`` seconds."""
+    seen, since, end = len(_outputs(out)), time.monotonic(), time.monotonic() + limit
+    while time.monotonic() - since < quiet and time.monotonic() < end:
+        time.sleep(0.1)
+        now = len(_outputs(out))
+        if now != seen:
+            seen, since = now, time.monotonic()
+
+
+def test_a_killed_driver_is_finished_by_the_same_command(cli, tiny_weights, tmp_path, cluster):
+    src, out = _many(tmp_path / "in", 24, 256), tmp_path / "out"
+    args = _cli_args(src, out, tiny_weights, "--gate", "off", "--ray", cluster, "--workers", "1", "--worker-threads", "1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-m", "deblur_cli", *map(str, args)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 90
+    try:
+        while len(_outputs(out) if out.exists() else {}) < 2:
+            assert driver.poll() is None, "the driver ended before it could be killed"
+            assert time.monotonic() < deadline, "no output within 90 s"
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.wait()
+    _wait_until_still(out)  # Ray stops the dead driver's worker
+    snapshot = {p: ((out / p).stat().st_ino, (out / p).stat().st_mtime_ns) for p in _outputs(out)}
+    assert 2 <= len(snapshot) < 24, "the driver was killed mid-run"
+
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert sorted(_outputs(out)) == [f"img{i:02d}.png" for i in range(24)] and not _partials(out)
+    for p, ident in snapshot.items():
+        assert ((out / p).stat().st_ino, (out / p).stat().st_mtime_ns) == ident  # kept, not written again
+    rows = _manifest(out)
+    # One row per input, all done: had a finished file been handed out again, its worker would
+    # have found the output and recorded "skipped".
+    assert len(rows) == 24 and all(r["status"] == "done" for r in rows)
+
+
+def test_object_store_paths(tiny_weights, tmp_path, cluster, s3):
+    import boto3
+
+    from deblur_cli.distributed import deblur_dataset
+    from deblur_cli.inference import Deblurrer
+
+    tree = _tree(tmp_path / "in")
+    bucket = boto3.client("s3", endpoint_url=s3)
+    bucket.create_bucket(Bucket="photos")
+    for p in tree.rglob("*"):
+        if p.is_file():
+            bucket.upload_file(str(p), "photos", f"in/{p.relative_to(tree).as_posix()}")
+    options = dict(model="saphn-tiny", weights=tiny_weights, gate=(1.0, 3.0))
+    report = deblur_dataset("s3://photos/in", "s3://photos/out", recursive=True, workers=1, threads=1, **options)
+    assert sorted(r.status for r in report.results).count("failed") == 2
+
+    expected_dir = tmp_path / "local"
+    local = Deblurrer("saphn-tiny", weights=tiny_weights, gate=(1.0, 3.0))
+    list(local.deblur_files(plan_folder(tree, expected_dir, recursive=True)))
+    keys = sorted(o["Key"] for o in bucket.list_objects_v2(Bucket="photos", Prefix="out/")["Contents"])
+    assert keys == sorted([f"out/{p}" for p in _outputs(expected_dir)] + [f"out/{MANIFEST_NAME}"])
+    for p, data in _outputs(expected_dir).items():
+        assert bucket.get_object(Bucket="photos", Key=f"out/{p}")["Body"].read() == data
+    rows = parse(bucket.get_object(Bucket="photos", Key=f"out/{MANIFEST_NAME}")["Body"].read().decode())
+    assert len(rows) == 7 and rows["bad.png"]["status"] == "failed" and "s3://photos/in/bad.png" in rows["bad.png"]["error"]
+
+    rerun = deblur_dataset("s3://photos/in", "s3://photos/out", recursive=True, workers=1, threads=1, **options)
+    assert [r.status for r in rerun.results if r.status != "failed"] == ["skipped"] * 5
