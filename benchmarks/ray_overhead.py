@@ -92,11 +92,12 @@ def main() -> None:
             for rep in range(args.repeat):
                 for n in (small, big):
                     src, out = Path(tmp) / f"in{n}", Path(tmp) / f"rep{rep}-{n}"
-                    jobs = [("local", lambda: run_local(src, out / "local", args.model))]
-                    jobs += [(f"ray x{w}", lambda w=w: run_ray(src, out / f"ray{w}", args.model, w, args.threads))
-                             for w in pools]  # fmt: skip
-                    for name, job in jobs:
-                        wall, done = job()
+                    for w in [0, *pools]:  # 0: local
+                        name = f"ray x{w}" if w else "local"
+                        if w:
+                            wall, done = run_ray(src, out / f"ray{w}", args.model, w, args.threads)
+                        else:
+                            wall, done = run_local(src, out / "local", args.model)
                         assert done == n, f"{name}: {done} of {n} images done"
                         walls.setdefault((name, n), []).append(wall)
         finally:

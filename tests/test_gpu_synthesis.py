@@ -81,7 +81,9 @@ def test_filter_per_sample_equals_cv2_filter2d_with_reflect_border():
         np.testing.assert_allclose(_np(got[i : i + 1]), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("length,angle", [(5.0, 0.0), (9.3, 30.0), (15.0, 45.0), (25.0, 100.0), (12.7, 91.0), (2.0, 170.0)])
+@pytest.mark.parametrize(
+    "length,angle", [(5.0, 0.0), (9.3, 30.0), (15.0, 45.0), (25.0, 100.0), (12.7, 91.0), (2.0, 170.0)]
+)
 def test_line_psfs_match_reference_kernel_and_blur(length, angle):
     ref = S.linear_psf(length, angle)
     k = ref.shape[0]
@@ -118,7 +120,10 @@ def test_shake_matrices_and_warps_equal_reference(seed):
                            torch.tensor([extent]), frames)[0].numpy()  # fmt: skip
     np.testing.assert_allclose(got, mats, rtol=1e-5, atol=1e-4)
     img = cv2.GaussianBlur(_photo(h, w, seed), (0, 0), 1.0)
-    ref = sum(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for m in mats) / frames
+    ref = (
+        sum(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for m in mats)
+        / frames
+    )
     have = _np(G.warp_average(_t(img), torch.from_numpy(mats)[None]))
     np.testing.assert_allclose(have, ref, atol=1e-4)
     assert np.abs(ref - img).mean() > 1e-3  # the warps did blur
@@ -147,7 +152,7 @@ def test_jpeg_round_trip_matches_opencv(quality):
     got = jpeg_round_trip(torch.cat([_t(i) for i in imgs]), torch.tensor([quality, quality]))
     for i, img in enumerate(imgs):
         u8 = (img * 255 + 0.5).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        _, buf = cv2.imencode(".jpg", u8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         ref = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0
         have = _np(got[i : i + 1])
         assert np.array_equal(np.round(have * 255), have * 255)  # 8-bit levels

@@ -423,11 +423,11 @@ def test_config_round_trip():
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
 
 
-def test_stage_blocks_add_full_and_half_resolution_capacity():
-    """``stage_blocks`` adds DMPHN's plain residual blocks; 0 keeps the parameter names of
+def test_plain_blocks_add_full_and_half_resolution_capacity():
+    """``M`` and ``P`` add DMPHN's plain residual blocks; 0 keeps the parameter names of
     existing weights; the network still starts as the identity and trains."""
     base = create_model("saphn-tiny")
-    more = create_model("saphn-tiny", stage_blocks=2)
+    more = create_model("saphn-tiny", full_blocks=2, half_blocks=2)
     assert set(base.state_dict()) < set(more.state_dict())
     assert more.num_parameters() > base.num_parameters()
     x = torch.rand(1, 3, 20, 28)
@@ -442,7 +442,8 @@ def test_shipped_weights_still_load_strictly():
     from deblur_cli.hub.loading import load_model
 
     model, info = load_model()
-    assert info["arch"] == "saphn-s" and model.config.stage_blocks == 0
+    assert info["arch"] == "saphn-s" and model.config.full_blocks == model.config.half_blocks == 0
+    assert not model.config.merged_decoding and model.config.transition_relu
 
 
 def test_network_runs_under_bf16_autocast():

@@ -169,6 +169,18 @@ def test_cli_trains_a_few_steps_from_a_config_and_options_override_it(cli, tmp_p
     assert json.loads((tmp_path / "tiny" / "state.json").read_text())["run"]["step"] == 4
 
 
+def test_cli_device_and_pipeline_options_reach_the_trainer(cli, tmp_path, photos, monkeypatch):
+    """--synthesis/--workers/--amp/--channels-last are the trainer's, as the log line says; bad values are one line."""
+    monkeypatch.setenv("COLUMNS", "300")  # rich wraps the log at the terminal's width
+    path = _write(tmp_path)
+    res = cli("train", "--config", path, "--steps", "2", "--device", "cpu", "--synthesis", "torch", "--workers", "1",
+              "--amp", "off", "--channels-last", "off")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "autocast off, compile off, channels-last off, synthesis torch, data workers 1" in " ".join(res.output.split())
+    bad = cli("train", "--config", path, "--device", "cpu", "--synthesis", "gpu")
+    assert bad.exit_code != 0 and "--synthesis is one of auto, torch, numpy" in str(bad.exception)
+
+
 def test_exclude_reschedule_and_stop_at_equal_the_same_run_by_hand(tmp_path, photos):
     """A recipe that leaves out a photo, shortens its schedule at step 2 and stops at step 3
     gives the weights of: 2 steps on a folder without that photo, then a resume with the new

@@ -4,7 +4,6 @@ them through ``load_model``, the registry, ``deblur weights register|info`` and 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -17,14 +17,14 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from deblur_cli.cli.main import _register, main  # noqa: E402
-from deblur_cli.errors import DeblurError  # noqa: E402
-from deblur_cli.inference import Deblurrer  # noqa: E402
-from deblur_cli.video import deblur_video  # noqa: E402
-from deblur_cli.video.encoding import choose_pix_fmt, plan_streams  # noqa: E402
-from deblur_cli.video.folder import plan_media  # noqa: E402
-from deblur_cli.video.streams import ColorTags, VideoInfo  # noqa: E402
-from deblur_cli.video.temporal import TemporalGate, flicker  # noqa: E402
+from deblur_cli.cli.main import _register, main
+from deblur_cli.errors import DeblurError
+from deblur_cli.inference import Deblurrer
+from deblur_cli.video import deblur_video
+from deblur_cli.video.encoding import choose_pix_fmt
+from deblur_cli.video.folder import plan_media
+from deblur_cli.video.streams import ColorTags, VideoInfo
+from deblur_cli.video.temporal import TemporalGate, flicker
 
 _register()
 
@@ -51,6 +51,7 @@ def make_clip(path: Path, frames: list[np.ndarray] | int = 5, *, size=(67, 45), 
         frames = [(np.clip(np.roll(_texture(0, h, w), 3 * i, axis=1), 0, 1) * 255).round().astype(np.uint8)
                   for i in range(frames)]  # fmt: skip
     out = av.open(str(path), "w")
+    out.metadata["title"] = "A test clip"
     v = out.add_stream(codec, rate=rate, options={"qp": "0"} if crf is None else {"crf": str(crf)})
     v.width, v.height, v.pix_fmt = w, h, pix_fmt
     v.time_base = Fraction(1, rate * 4)  # finer than a frame, so that irregular pts can be written
@@ -86,6 +87,10 @@ def make_clip(path: Path, frames: list[np.ndarray] | int = 5, *, size=(67, 45), 
             t += n
         for packet in a.encode():
             out.mux(packet)
+    if path.suffix in (".mp4", ".mkv"):
+        end = (pts[-1] + 4) * 10  # ms
+        out.set_chapters([{"id": 1, "start": 0, "end": end // 2, "time_base": Fraction(1, 1000), "metadata": {"title": "One"}},
+                          {"id": 2, "start": end // 2, "end": end, "time_base": Fraction(1, 1000), "metadata": {"title": "Two"}}])  # fmt: skip
     out.close()
     return frames
 
@@ -105,10 +110,13 @@ def decode(path: Path) -> dict:
             durations.append(float(f.duration * f.time_base))
         tags = (first.color_primaries, first.color_trc, first.colorspace, first.color_range)
         duration = c.duration / av.time_base if c.duration else None
+        title = c.metadata.get("title")
+        chapters = [(float(ch["start"] * ch["time_base"]), ch["metadata"].get("title")) for ch in c.chapters()]
     with av.open(str(path)) as c:
         audio = [(float(p.pts * p.time_base), bytes(p)) for p in c.demux(audio=0) if p.dts is not None] if c.streams.audio else []  # fmt: skip
     return {"frames": frames, "times": times, "durations": durations, "rotation": first.rotation, "tags": tags,
-            "pix_fmt": first.format.name, "audio": audio, "duration": duration, "codec": v.codec_context.name}  # fmt: skip
+            "pix_fmt": first.format.name, "audio": audio, "duration": duration, "codec": v.codec_context.name,
+            "title": title, "chapters": chapters}  # fmt: skip
 
 
 @pytest.fixture
@@ -132,6 +140,8 @@ def test_keeps_timing_audio_rotation_and_tags(tmp_path, plain):
     assert b["rotation"] == a["rotation"] == 90
     assert b["tags"] == a["tags"] == BT709
     assert b["frames"][0].shape == (45, 67, 3) and b["pix_fmt"] == "yuv444p"  # odd size kept (4:4:4 in, 4:4:4 out)
+    assert b["title"] == a["title"] == "A test clip"
+    assert b["chapters"] == a["chapters"] == [(0.0, "One"), (0.1, "Two")]
     assert not any(p.name.endswith(".part") for p in tmp_path.iterdir())
 
 
@@ -205,6 +215,7 @@ def test_pcm_audio_from_avi_needs_a_container_that_holds_it(tmp_path, plain):
     src = tmp_path / "in.avi"
     make_clip(src, 3, size=(64, 48), rotation=0, audio_codec="pcm_s16le", tags=(2, 2, 2, 0), pix_fmt="yuv420p")
     r = deblur_video(plain, src, tmp_path / "out.mkv")  # Matroska holds PCM: copied
+
     def samples(path):  # PCM packets are cut differently by each container: compare the samples
         return b"".join(data for _, data in decode(path)["audio"])
 
@@ -235,22 +246,40 @@ def test_choose_pix_fmt():
     assert choose_pix_fmt("h264", info(64, 48, (1, 0), 10), x264) == ("yuv422p10le", None)
     fmt, note = choose_pix_fmt("h264", info(65, 48, (1, 1)), x264)
     assert fmt == "yuv444p" and "odd frame size" in note
-    assert choose_pix_fmt("vp9", info(65, 49, (1, 1)), ["yuv420p", "yuv444p"]) == ("yuv420p", None)  # VP9 takes odd sizes
+    assert choose_pix_fmt("vp9", info(65, 49, (1, 1)), ["yuv420p", "yuv444p"]) == (
+        "yuv420p",
+        None,
+    )  # VP9 takes odd sizes
     fmt, note = choose_pix_fmt("av1", info(64, 48, (0, 0), 10), ["yuv420p", "yuv420p10le"])
     assert fmt == "yuv420p10le" and "4:2:0" in note
 
 
-def test_subtitles_copied_where_the_container_holds_them():
-    from types import SimpleNamespace as S
+def test_subtitles_copied_where_the_container_holds_them(tmp_path, plain):
+    (tmp_path / "s.srt").write_text("1\n00:00:00,000 --> 00:00:00,120\nBonjour\n\n")
+    clip = tmp_path / "clip.mkv"
+    make_clip(clip, 3, size=(64, 48), audio=False, rotation=0)
+    src = tmp_path / "with_subs.mkv"  # the clip plus the subtitle stream, remuxed
+    with av.open(str(clip)) as c, av.open(str(tmp_path / "s.srt")) as srt, av.open(str(src), "w") as out:
+        v = out.add_stream_from_template(c.streams.video[0])
+        t = out.add_stream_from_template(srt.streams.subtitles[0])
+        t.metadata["language"] = "fra"
+        for packet, stream in [*((p, t) for p in srt.demux()), *((p, v) for p in c.demux(video=0))]:
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
 
-    def stream(i, kind, codec):
-        return S(index=i, type=kind, codec_context=S(name=codec))
+    def subtitles(path):
+        with av.open(str(path)) as c:
+            if not c.streams.subtitles:
+                return None
+            lang = c.streams.subtitles[0].metadata.get("language")
+            return lang, [(bytes(p), float(p.pts * p.time_base)) for p in c.demux(subtitles=0) if p.size]
 
-    streams = [stream(1, "audio", "aac"), stream(2, "subtitle", "subrip"), stream(3, "data", "bin_data")]
-    mkv = plan_streams(Path("x"), streams, "matroska", {"aac", "subrip"}, "copy")
-    assert [(p.kind, p.action) for p in mkv] == [("audio", "copy"), ("subtitle", "copy"), ("data", "drop")]
-    mp4 = plan_streams(Path("x"), streams, "mp4", {"aac", "mov_text"}, "copy")
-    assert mp4[1].action == "drop" and "cannot hold" in mp4[1].note
+    assert subtitles(src) == ("fra", [(b"Bonjour", 0.0)])
+    deblur_video(plain, src, tmp_path / "out.mkv")
+    assert subtitles(tmp_path / "out.mkv") == subtitles(src)
+    r = deblur_video(plain, src, tmp_path / "out.mp4")
+    assert subtitles(tmp_path / "out.mp4") is None and any("cannot hold it" in w for w in r.warnings)
 
 
 # ---------------------------------------------------------------------------------- frames
@@ -309,7 +338,11 @@ def test_gate_does_not_flicker_on_a_clip_whose_blur_ramps_up(tmp_path, tiny_weig
     frames = []
     for i in range(n):
         extent = max(1.0, 1 + 11 * i / (n - 1) + (2.5 if i % 2 else -2.5))
-        img = sharp if extent <= 1 else quantize(degrade(sharp, np.random.default_rng(i), BlurSettings(), kind="linear", extent=extent))
+        img = (
+            sharp
+            if extent <= 1
+            else quantize(degrade(sharp, np.random.default_rng(i), BlurSettings(), kind="linear", extent=extent))
+        )
         frames.append((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
     src = tmp_path / "ramp.mkv"
     make_clip(src, frames, size=(128, 96), audio=False, rotation=0)
@@ -432,3 +465,11 @@ def test_folder_takes_videos_among_images(tmp_path, tiny_weights, cli):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DeblurError, match="or videos"):
         plan_media(tmp_path / "empty", None)
+
+
+def test_without_pyav_one_line_says_how_to_install(monkeypatch):
+    from deblur_cli.video import require_av
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(DeblurError, match=r"pip install 'deblur-cli\[video\]'"):
+        require_av()

@@ -81,8 +81,13 @@ def build(photos: Path, out: Path) -> dict:
     stored: dict[bytes, str] = {}
     for src in sorted((pairs / "blur").glob("*.png")):
         name = f"{src.stem}.webp"
-        blur, sharp = cv2.imread(str(src), cv2.IMREAD_COLOR), cv2.imread(str(pairs / "sharp" / src.name), cv2.IMREAD_COLOR)
-        manifest["val-pairs"][f"blur/{name}"] = _write(out / "val-pairs" / "blur" / name, _encode(blur, ".webp", WEBP_LOSSLESS))
+        blur, sharp = (
+            cv2.imread(str(src), cv2.IMREAD_COLOR),
+            cv2.imread(str(pairs / "sharp" / src.name), cv2.IMREAD_COLOR),
+        )
+        manifest["val-pairs"][f"blur/{name}"] = _write(
+            out / "val-pairs" / "blur" / name, _encode(blur, ".webp", WEBP_LOSSLESS)
+        )
         key = hashlib.sha256(sharp.tobytes()).digest()
         if key in stored:  # the same photo's other blur kind: link to the stored sharp image
             os.symlink(stored[key], out / "val-pairs" / "sharp" / name)
@@ -103,11 +108,15 @@ def build(photos: Path, out: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photos", type=Path, default=Path("data/photos"), help="built by python -m deblur_cli.data.photos")
+    ap.add_argument(
+        "--photos", type=Path, default=Path("data/photos"), help="built by python -m deblur_cli.data.photos"
+    )
     ap.add_argument("--out", type=Path, default=Path("data/carry/photos"))
     args = ap.parse_args()
     if not (args.photos / "train").is_dir() or not (args.photos / "val-pairs").is_dir():
-        print(f"{args.photos} has no train/ and val-pairs/: building it with python -m deblur_cli.data.photos", flush=True)
+        print(
+            f"{args.photos} has no train/ and val-pairs/: building it with python -m deblur_cli.data.photos", flush=True
+        )
         subprocess.run([sys.executable, "-m", "deblur_cli.data.photos", str(args.photos)], check=True)
     manifest = build(args.photos, args.out)
     n_jpg = sum(1 for k in manifest["train"] if k.endswith(".jpg"))

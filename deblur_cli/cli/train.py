@@ -10,6 +10,7 @@ import typer
 from deblur_cli.cli.app import app
 
 _DEFAULTS = "Paper settings (Sec. 4.1)"
+_DEVICE = "Device and data pipeline"
 
 
 @app.command("train")
@@ -73,6 +74,28 @@ def train_cmd(
     device: Annotated[str, typer.Option("--device", "-d")] = "auto",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads; 0 = torch's default.")] = 0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    amp: Annotated[
+        str,
+        typer.Option("--amp", help="auto (bf16 autocast on CUDA), bf16 or off.", rich_help_panel=_DEVICE),
+    ] = "auto",
+    compile_model: Annotated[
+        str,
+        typer.Option("--compile", help="torch.compile the model: auto (off), on or off; falls back to eager if it fails.",
+                     rich_help_panel=_DEVICE),
+    ] = "auto",
+    channels_last: Annotated[
+        str, typer.Option("--channels-last", help="auto (CPU only), on or off.", rich_help_panel=_DEVICE)
+    ] = "auto",
+    synthesis: Annotated[
+        str,
+        typer.Option("--synthesis", help="Where blur is synthesised: auto (torch on CUDA), torch (batched, on the "
+                     "device) or numpy (CPU reference).", rich_help_panel=_DEVICE),
+    ] = "auto",
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=0, help="CPU threads that prepare numpy batches ahead of the step (0: in line).",
+                     rich_help_panel=_DEVICE),
+    ] = 0,
 ) -> None:
     """Train SAPHN. Defaults are the paper's: Adam 1e-4 halved every 2e5 iterations, batch 6, 256x256 crops."""
     from rich.console import Console
@@ -80,9 +103,14 @@ def train_cmd(
 
     from deblur_cli.backends.device import resolve_device
     from deblur_cli.errors import DeblurError
+    from deblur_cli.training.accel import Accel
     from deblur_cli.training.config import Recipe, check, check_config, load_recipe, run_recipe
     from deblur_cli.training.trainer import LOSSES, TrainConfig
 
+    try:
+        accel = Accel(amp=amp, compile=compile_model, channels_last=channels_last, synthesis=synthesis, workers=workers)
+    except ValueError as exc:
+        raise DeblurError("--" + str(exc).replace("channels_last", "channels-last")) from None
     options = {"model": model, "crop": crop, "batch": batch, "steps": steps or 600_000, "lr": lr,
                "schedule": schedule, "lr_step": lr_step, "warmup": warmup, "loss": loss, "level_weights": level_weights,
                "grad_clip": grad_clip, "val_every": val_every, "keep_val_weights": keep_val_weights,
@@ -137,7 +165,7 @@ def train_cmd(
 
         try:
             st = run_recipe(recipe, resume=resume, max_minutes=max_minutes, steps=steps if resume else None,
-                            device=str(dev), log=log, on_step=on_step)  # fmt: skip
+                            device=str(dev), log=log, on_step=on_step, accel=accel)  # fmt: skip
         except (FileNotFoundError, ValueError) as exc:
             raise DeblurError(str(exc)) from None
     console.print(f"done at step {st.step}; weights: {out / 'final.safetensors'} (entry: {out / 'final.entry.json'})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -39,69 +39,89 @@ class AudioMode(str, Enum):
 def video(
     input: Annotated[
         Path,
-        typer.Argument(metavar="IN", help="Input video: any file FFmpeg reads (mp4, mov, mkv, webm, avi, ...).",
-                       show_default=False),
-    ],  # fmt: skip
+        typer.Argument(
+            metavar="IN", help="Input video: any file FFmpeg reads (mp4, mov, mkv, webm, avi, ...).", show_default=False
+        ),
+    ],
     output: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
-            "--output", "-o",
+            "--output",
+            "-o",
             help="Output video: .mp4, .m4v, .mov, .mkv or .webm. Default: IN_deblurred beside the input, in the "
             "input's container (.mp4 for others), unless --frames alone is given.",
-            show_default=False, rich_help_panel=opt.OUTPUT_PANEL,
+            show_default=False,
+            rich_help_panel=opt.OUTPUT_PANEL,
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     frames: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--frames",
             help="Write the deblurred frames as frame_000001.png ... into this folder (upright, 16-bit PNG for "
             "deeper than 8-bit video); with -o as well as the video.",
-            show_default=False, rich_help_panel=opt.OUTPUT_PANEL,
+            show_default=False,
+            rich_help_panel=opt.OUTPUT_PANEL,
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     codec: Annotated[
-        Optional[CodecName],
-        typer.Option("--codec", help="Video codec. Default: h264 (vp9 for .webm).", show_default=False,
-                     rich_help_panel=VIDEO_PANEL),
-    ] = None,  # fmt: skip
-    crf: Annotated[
-        Optional[int],
+        CodecName | None,
         typer.Option(
-            "--crf", min=0,
+            "--codec",
+            help="Video codec. Default: h264 (vp9 for .webm).",
+            show_default=False,
+            rich_help_panel=VIDEO_PANEL,
+        ),
+    ] = None,
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            "--crf",
+            min=0,
             help="Constant rate factor: lower is better and larger. Default: h264 18, hevc 20, av1 30, vp9 31; "
             "h264 with 0 is lossless.",
-            show_default=False, rich_help_panel=VIDEO_PANEL,
+            show_default=False,
+            rich_help_panel=VIDEO_PANEL,
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     audio: Annotated[
         AudioMode,
-        typer.Option("--audio", help="Audio: copy the packets unchanged, re-encode to aac or opus, or none.",
-                     rich_help_panel=VIDEO_PANEL),
-    ] = AudioMode.copy,  # fmt: skip
+        typer.Option(
+            "--audio",
+            help="Audio: copy the packets unchanged, re-encode to aac or opus, or none.",
+            rich_help_panel=VIDEO_PANEL,
+        ),
+    ] = AudioMode.copy,
     batch_size: Annotated[
-        Optional[int],
-        typer.Option("--batch-size", min=1, help="Frames per network call. Default: from free memory (at most 8).",
-                     show_default=False, rich_help_panel=VIDEO_PANEL),
-    ] = None,  # fmt: skip
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Frames per network call. Default: from free memory (at most 8).",
+            show_default=False,
+            rich_help_panel=VIDEO_PANEL,
+        ),
+    ] = None,
     gate_smoothing: Annotated[
         float,
         typer.Option(
-            "--gate-smoothing", min=0.0,
+            "--gate-smoothing",
+            min=0.0,
             help="Time constant (seconds) over which the blur gate's strength follows the blur, so that "
             "frames do not flicker between deblurred and untouched; 0 decides every frame alone.",
             rich_help_panel=VIDEO_PANEL,
         ),
-    ] = 0.3,  # fmt: skip
+    ] = 0.3,
     gate_interval: Annotated[
         float,
         typer.Option(
-            "--gate-interval", min=0.0,
+            "--gate-interval",
+            min=0.0,
             help="Measure the blur at most this often (seconds); frames between reuse the last reading. "
-            "0 measures every frame (the meter costs about as much per frame as encoding).",
+            "0 measures every frame (each reading runs the blur meter's small network).",
             rich_help_panel=VIDEO_PANEL,
         ),
-    ] = 0.1,  # fmt: skip
+    ] = 0.1,
     model: opt.Model = None,
     weights: opt.Weights = None,
     device: opt.Device = "auto",
@@ -151,7 +171,14 @@ def _with_progress(run):  # type: ignore[no-untyped-def]
     """Run ``run(progress, notify)`` under a rich progress bar on stderr: frames, frames/s, ETA and the
     share of frames deblurred or left as they were."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -173,5 +200,10 @@ def _summary(r: VideoResult) -> str:
     where = " and ".join(str(p) for p in (r.dst, r.frames_dir) if p is not None)
     share = gate_share(r)
     codec = f"{r.codec} {r.pix_fmt}, " if r.codec else ""
-    return (f"wrote {where} ({r.frames} frames, {codec}{r.seconds:.1f} s, {r.fps:.2f} fps"
+    text = (f"wrote {where} ({r.frames} frames, {codec}{r.seconds:.1f} s, {r.fps:.2f} fps"
             f"{'; ' + share if share else ''})")  # fmt: skip
+    if r.weights and r.untouched == r.frames:
+        top = max(r.extents) if r.extents else 0.0
+        text += (f"\nthe blur gate found no frame blurred enough to deblur (most blur read: {top:.1f} px); "
+                 "--gate off deblurs every frame")  # fmt: skip
+    return text

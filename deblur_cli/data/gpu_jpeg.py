@@ -77,7 +77,7 @@ def jpeg_round_trip(x: Tensor, quality: Tensor) -> Tensor:
     Returns:
         ``(B, 3, H, W)`` in ``[0, 1]``, on 8-bit levels, as a decoded JPEG would be.
     """
-    b, _, h, w = x.shape
+    _, _, h, w = x.shape
     v = torch.round(x.float().clamp(0, 1) * 255.0)
     r, g, bl = v[:, 0], v[:, 1], v[:, 2]
     y = 0.299 * r + 0.587 * g + 0.114 * bl
@@ -85,19 +85,19 @@ def jpeg_round_trip(x: Tensor, quality: Tensor) -> Tensor:
     cr = 0.5 * r - 0.418687589 * g - 0.081312411 * bl + 128.0
     # libjpeg pads each component to whole MCUs (16 px luma for 4:2:0) by repeating the edge.
     ph, pw = -h % 16, -w % 16
-    pad = lambda p: F.pad(p[:, None], (0, pw, 0, ph), mode="replicate")[:, 0]  # noqa: E731
+    pad = lambda p: F.pad(p[:, None], (0, pw, 0, ph), mode="replicate")[:, 0]
     y, cb, cr = pad(torch.round(y)), pad(cb), pad(cr)
     cb, cr = (torch.round(F.avg_pool2d(c[:, None], 2)[:, 0]) for c in (cb, cr))
     luma_t, chroma_t = quant_tables(quality)
     # Planes whose side is not a multiple of 8 after subsampling are padded again (edge).
     y = _code_plane(y - 128.0, luma_t) + 128.0
     ch, cw = cb.shape[-2:]
-    cpad = lambda p: F.pad(p[:, None], (0, -cw % 8, 0, -ch % 8), mode="replicate")[:, 0]  # noqa: E731
+    cpad = lambda p: F.pad(p[:, None], (0, -cw % 8, 0, -ch % 8), mode="replicate")[:, 0]
     cb = (_code_plane(cpad(cb) - 128.0, chroma_t) + 128.0)[:, :ch, :cw]
     cr = (_code_plane(cpad(cr) - 128.0, chroma_t) + 128.0)[:, :ch, :cw]
     y, cb, cr = (torch.round(p).clamp(0, 255) for p in (y, cb, cr))
     # libjpeg's h2v2 "fancy" upsampling is the 3/4, 1/4 triangle filter: bilinear at scale 2.
-    up = lambda p: F.interpolate(p[:, None], scale_factor=2, mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+    up = lambda p: F.interpolate(p[:, None], scale_factor=2, mode="bilinear", align_corners=False)[:, 0]
     cb, cr = up(cb) - 128.0, up(cr) - 128.0
     y = y[:, :h, :w]
     cb, cr = cb[:, :h, :w], cr[:, :h, :w]

@@ -61,7 +61,10 @@ class TorchSyntheticPairs:
             raise ValueError(f"no images in {folder}")
         # 8-bit photos exactly: read_rgb divides by 255, so this undoes it without loss.
         self.photos = [
-            torch.from_numpy(np.round(read_rgb(p) * 255.0).astype(np.uint8)).permute(2, 0, 1).contiguous().to(self.device)
+            torch.from_numpy(np.round(read_rgb(p) * 255.0).astype(np.uint8))
+            .permute(2, 0, 1)
+            .contiguous()
+            .to(self.device)
             for p in files
         ]
         self.crop = crop
@@ -128,7 +131,8 @@ class TorchSyntheticPairs:
         sel = torch.nonzero(linear & ~identity).flatten()
         if len(sel):
             k = kernel_size(float(extent[sel].max()))
-            kernels = line_psfs(extent[sel].float(), self._u(len(sel), 0.0, 180.0).float(), k).to(self.device)
+            angles = self._u(len(sel), 0.0, 180.0).float().to(self.device)
+            kernels = line_psfs(extent[sel].float().to(self.device), angles, k)
             out[sel.to(self.device)] = filter_per_sample(lin[sel.to(self.device)], kernels)
         sel = torch.nonzero(~linear & ~identity).flatten()
         if len(sel):
@@ -154,10 +158,10 @@ class TorchSyntheticPairs:
             return patch
         s, m = self.settings, len(sel)
         radii = self._u(m, *s.defocus_radius).float()
-        k = 2 * int(math.ceil(float(radii.max()))) + 1
+        k = 2 * math.ceil(float(radii.max())) + 1
         dev_sel = sel.to(self.device)
         lin = srgb_to_linear(patch[dev_sel])
-        blurred = filter_per_sample(lin, disk_psfs(radii, k).to(self.device))
+        blurred = filter_per_sample(lin, disk_psfs(radii.to(self.device), k))
         side = patch.shape[-1]
         whole = self._u(m) < 0.5
         angle = self._u(m, 0.0, 2 * math.pi)

@@ -30,8 +30,8 @@ from typing import Any
 
 from deblur_cli.distributed.cluster import WorkerSpec, cluster_resources, ray_session, size_workers
 from deblur_cli.distributed.manifest import ManifestWriter, action_of, job_fingerprint, make_row, read_manifest
-from deblur_cli.distributed.plan import Task, default_output, plan, triage
-from deblur_cli.distributed.storage import Location, existing, remove_partials, resolve
+from deblur_cli.distributed.plan import Task, Triage, default_output, plan, triage
+from deblur_cli.distributed.storage import existing, remove_partials, resolve
 from deblur_cli.distributed.worker import DeblurWorker
 from deblur_cli.errors import DeblurError
 
@@ -122,7 +122,7 @@ def deblur_dataset(
 
     Raises:
         DeblurError: bad options or folders, existing outputs without ``skip_existing`` or
-            ``overwrite``, no Ray, an unreachable cluster, or workers that cannot load the model.
+            ``overwrite``, no Ray, an unreachable cluster, or workers that cannot start.
     """
     from deblur_cli.inference import FileResult
 
@@ -133,9 +133,9 @@ def deblur_dataset(
     tasks = plan(src_loc, dst_loc, recursive=recursive, suffix=suffix, ext=ext)
     if weights is not None and "://" not in os.fspath(weights) and os.path.exists(weights):
         weights = os.path.abspath(weights)  # workers do not share the driver's working directory
-    options = dict(model=model, weights=None if weights is None else os.fspath(weights), backend=backend, tile=tile,
-                   tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble,
-                   gate=None if gate is None else tuple(gate), gate_scope=gate_scope)  # fmt: skip
+    options = {"model": model, "weights": None if weights is None else os.fspath(weights), "backend": backend,
+               "tile": tile, "tile_overlap": tile_overlap, "fp16": fp16, "bf16": bf16, "self_ensemble": self_ensemble,
+               "gate": None if gate is None else tuple(gate), "gate_scope": gate_scope}  # fmt: skip
     job = job_fingerprint({**options, "quality": quality, "suffix": suffix, "ext": ext})
     rows = {} if overwrite else read_manifest(dst_loc)
     triaged = triage(tasks, existing(dst_loc, [t.out_rel for t in tasks]), rows, job,
@@ -145,24 +145,19 @@ def deblur_dataset(
             f"{len(triaged.conflicts)} output file(s) already exist (first: {dst_loc.show(triaged.conflicts[0].out_rel)}); "
             "use --skip-existing to keep them or --overwrite to replace them"
         )
+    if triaged.run:
+        try:  # before anything is written
+            import ray  # noqa: F401
+        except ImportError:
+            raise DeblurError('--ray needs Ray: pip install "deblur-cli[ray]"') from None
     remove_partials(dst_loc, [t.out_rel for t in tasks])
-
-    start_rows = dict(rows)
-    found = {t.rel for t in triaged.found}
-    for t, _ in triaged.kept:
-        if t.rel in found:
-            start_rows[t.rel] = make_row(t.rel, t.out_rel, "done", job, action="written before an interruption")
-        elif t.rel not in rows or rows[t.rel].get("job") != job:
-            start_rows[t.rel] = make_row(t.rel, t.out_rel, "skipped", job, action=action_of("skipped", None, False))
-    for t in triaged.run:
-        start_rows[t.rel] = make_row(t.rel, t.out_rel, "pending", job, action=action_of("pending", None, False))
 
     def paths(rel: str, out_rel: str) -> tuple[Path, Path]:
         return Path(src_loc.show(rel)), Path(dst_loc.show(out_rel))
 
     report = JobReport(input_root=Path(src_loc.uri))
     notify = on_result or (lambda r: None)
-    with ManifestWriter(dst_loc, start_rows, interval=manifest_interval) as manifest:
+    with ManifestWriter(dst_loc, _first_rows(rows, triaged, job), interval=manifest_interval) as manifest:
         report.manifest = manifest.where
         for t, reason in triaged.kept:
             report.results.append(FileResult(*paths(t.rel, t.out_rel), "skipped", reason))
@@ -176,13 +171,13 @@ def deblur_dataset(
             if on_start is not None:
                 on_start(where, spec, len(triaged.run))
             per_call = files_per_call or max(FILES_PER_CALL, batch_size or FILES_PER_CALL_AUTO)
-            worker_args = dict(src=src_loc, dst=dst_loc, deblurrer={**options, "device": spec.device},
-                               threads=spec.threads, batch_size=batch_size, quality=quality, overwrite=overwrite)  # fmt: skip
+            worker_args = {"src": src_loc, "dst": dst_loc, "deblurrer": {**options, "device": spec.device},
+                           "threads": spec.threads, "batch_size": batch_size, "quality": quality, "overwrite": overwrite}  # fmt: skip
             began = time.perf_counter()
             try:
                 for row in _stream(triaged.run, spec, worker_args, per_call):
                     if row["fatal"]:
-                        raise DeblurError(f"a Ray worker could not load the model: {row['message']}")
+                        raise DeblurError(f"a Ray worker could not start: {row['message']}")
                     blur, weight = _number(row["blur_px"]), _number(row["gate"])
                     result = FileResult(*paths(row["rel"], row["out_rel"]), row["status"], row["message"],
                                         float(row["seconds"]), int(row["pixels"]), blur, weight)  # fmt: skip
@@ -199,6 +194,21 @@ def deblur_dataset(
                 report.seconds = time.perf_counter() - began
                 remove_partials(dst_loc, [t.out_rel for t in triaged.run])
     return report
+
+
+def _first_rows(rows: dict[str, dict[str, Any]], triaged: Triage, job: str) -> dict[str, dict[str, Any]]:
+    """The manifest before any worker starts: the earlier rows, a ``pending`` row for every input
+    handed out, and rows for outputs kept without one of this job."""
+    first = dict(rows)
+    found = {t.rel for t in triaged.found}
+    for t, _ in triaged.kept:
+        if t.rel in found:
+            first[t.rel] = make_row(t.rel, t.out_rel, "done", job, action="written before an interruption")
+        elif t.rel not in rows or rows[t.rel].get("job") != job:
+            first[t.rel] = make_row(t.rel, t.out_rel, "skipped", job, action=action_of("skipped", None, False))
+    for t in triaged.run:
+        first[t.rel] = make_row(t.rel, t.out_rel, "pending", job, action=action_of("pending", None, False))
+    return first
 
 
 def _number(value: Any) -> float | None:
@@ -231,6 +241,6 @@ def _stream(tasks: list[Task], spec: WorkerSpec, worker_args: dict[str, Any], pe
         yield from results.iter_rows()
     except (DeblurError, KeyboardInterrupt, GeneratorExit):
         raise
-    except Exception as exc:  # a Ray failure, shown in one line (files never fail this way)
+    except Exception as exc:  # noqa: BLE001  # a Ray failure, in one line (files never fail this way)
         lines = [ln for ln in str(exc).splitlines() if ln.strip()]
         raise DeblurError(f"the Ray job failed: {type(exc).__name__}: {lines[-1] if lines else ''}") from None

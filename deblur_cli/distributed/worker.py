@@ -46,9 +46,9 @@ class DeblurWorker:
         batch_size: the network's batch (``None``: from free memory), as ``deblur folder --batch-size``.
         quality, overwrite: as ``deblur folder``.
 
-    A model that cannot be loaded does not kill the actor (Ray would start it again and
-    again): every row of every call then carries the error with ``fatal`` set, and the
-    driver stops the job with that message.
+    A model that cannot be loaded (or options it refuses) does not kill the actor (Ray would
+    start it again and again): every row of every call then carries the error with ``fatal``
+    set, and the driver stops the job with that message.
     """
 
     def __init__(self, src: Location, dst: Location, deblurrer: dict[str, Any], threads: int | None = None,

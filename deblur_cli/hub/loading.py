@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.models.saphn import SAPHN, SAPHNConfig
 from deblur_cli.hub.registry import read_safetensors_metadata, sha256_file
 from deblur_cli.hub.shards import index_path, is_sharded, read_index, read_sharded, save_sharded
+from deblur_cli.models.saphn import SAPHN, SAPHNConfig
 
 #: Metadata keys this module writes itself (``extra_metadata`` cannot override them).
 RESERVED_METADATA = ("arch", "config", "format", "deblur_cli_version")

@@ -86,17 +86,13 @@ def save_sharded(
     Raises:
         DeblurError: one tensor alone exceeds the limit.
     """
-    from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     dest = Path(folder)
     dest.mkdir(parents=True, exist_ok=True)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    split = split_torch_state_dict_into_shards(
-        cpu, filename_pattern=prefix + "{suffix}.safetensors", max_shard_size=max(1, max_shard_bytes - _HEADER_ROOM)
-    )
-    groups = list(split.filename_to_tensors.values())
+    groups = _split(cpu, max(1, max_shard_bytes - _HEADER_ROOM), prefix)
     n = len(groups)
     for old in dest.glob(f"{prefix}-*-of-*.safetensors"):
         old.unlink()
@@ -115,12 +111,38 @@ def save_sharded(
         total += sum(cpu[k].numel() * cpu[k].element_size() for k in keys)
         digests[name] = sha256_file(path)
         weight_map.update({k: name for k in keys})
-    index = {"metadata": {"total_size": total, **meta, "sha256": digests}, "weight_map": dict(sorted(weight_map.items()))}
+    index = {
+        "metadata": {"total_size": total, **meta, "sha256": digests},
+        "weight_map": dict(sorted(weight_map.items())),
+    }
     out = dest / (INDEX_NAME if prefix == "model" else f"{prefix}.safetensors.index.json")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(index, indent=2) + "\n")
     os.replace(tmp, out)
     return out
+
+
+def _split(state: dict[str, torch.Tensor], limit: int, prefix: str) -> list[list[str]]:
+    """Tensor names grouped into shards of at most ``limit`` bytes of data:
+    ``huggingface_hub.split_torch_state_dict_into_shards`` (it also keeps tied tensors
+    together), or where that is missing the same greedy fill in file order."""
+    try:
+        from huggingface_hub import split_torch_state_dict_into_shards
+    except ImportError:  # an older or newer huggingface_hub without it
+        groups: list[list[str]] = [[]]
+        used = 0
+        for name, t in state.items():
+            size = t.numel() * t.element_size()
+            if groups[-1] and used + size > limit:
+                groups.append([])
+                used = 0
+            groups[-1].append(name)
+            used += size
+        return groups
+    split = split_torch_state_dict_into_shards(
+        state, filename_pattern=prefix + "{suffix}.safetensors", max_shard_size=limit
+    )
+    return [list(names) for names in split.filename_to_tensors.values()]
 
 
 def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:

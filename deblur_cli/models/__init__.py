@@ -9,4 +9,12 @@ from deblur_cli.models.variants import (
     register_variant,
 )
 
-__all__ = ["SAPHN", "SAPHNConfig", "create_model", "get_config", "list_variants", "randomize_zero_layers", "register_variant"]
+__all__ = [
+    "SAPHN",
+    "SAPHNConfig",
+    "create_model",
+    "get_config",
+    "list_variants",
+    "randomize_zero_layers",
+    "register_variant",
+]

@@ -10,6 +10,11 @@ filtering; Sec. 3.2). A single-channel convolution decides per pixel which to tr
 ``M_fus = 1`` means the attention branch, ``0`` the filtering branch. With an ablation that
 removes the whole global branch (Table 3 without SA and CA) the module is the local branch
 alone and has no fusion mask.
+
+In decoder blocks the global branch has two attentions, self- and cross-attention; the paper
+does not say how they are combined before Eq. 13. We add them, ``y_att = y_sa + y_ca``: Eq. 13
+has one ``y_att``, a sum keeps one fusion mask and no extra layer, and it is what the paper does
+wherever else it merges two feature streams ("+" in Fig. 2).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deblur_cli.models.attention import EfficientAttention
+from deblur_cli.models.dot_attention import DotProductAttention
 from deblur_cli.models.pixel_filter import PixelDependentFilter
 
 
@@ -33,6 +39,9 @@ class ContentAwareModule(nn.Module):
         self_attention: include self-attention (Table 3 "SA").
         cross_attention: include cross encoder-decoder attention (Table 3 "CA"); only
             meaningful in decoder blocks, which pass the encoder features to ``forward``.
+        dot_product_attention: the self-attention is reference [1]'s dot-product attention
+            (:class:`~deblur_cli.models.dot_attention.DotProductAttention`, Sec. 4.3's
+            comparison) instead of the efficient one.
     """
 
     #: What :meth:`intermediates` can return.
@@ -48,9 +57,14 @@ class ContentAwareModule(nn.Module):
         adaptive_offset: bool = True,
         self_attention: bool = True,
         cross_attention: bool = False,
+        dot_product_attention: bool = False,
     ) -> None:
         super().__init__()
-        self.sa = EfficientAttention(channels, attn_maps) if self_attention else None
+        self.sa: EfficientAttention | DotProductAttention | None = None
+        if self_attention:
+            self.sa = (
+                DotProductAttention(channels) if dot_product_attention else EfficientAttention(channels, attn_maps)
+            )
         self.ca = EfficientAttention(channels, attn_maps) if cross_attention else None
         self.pdf = PixelDependentFilter(channels, kernel_size, max_offset, adaptive_kernel, adaptive_offset)
         has_global = self.sa is not None or self.ca is not None
@@ -71,7 +85,9 @@ class ContentAwareModule(nn.Module):
         if self.f_fus is None:
             return y_dyn
         y_att = None
-        if self.sa is not None:
+        if isinstance(self.sa, DotProductAttention):
+            y_att = self.sa(x)
+        elif self.sa is not None:
             y_att = self.sa(x, None, m1_logits=heads.get("sa"))
         if use_ca:
             y_ca = self.ca(x, encoder_features, m1_logits=heads.get("ca"))
@@ -115,7 +131,7 @@ class ContentAwareModule(nn.Module):
             convs["pdf"] = self.pdf.meta
         if self.f_fus is not None and (self.sa is not None or use_ca):  # else no global branch to fuse
             convs["fus"] = self.f_fus
-        if self.sa is not None:
+        if isinstance(self.sa, EfficientAttention):
             convs["sa"] = self.sa.f_m1
         if self.ca is not None and use_ca:
             convs["ca"] = self.ca.f_m1

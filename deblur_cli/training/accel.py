@@ -116,11 +116,14 @@ class CompileFallback:
 
 
 class StepMeter:
-    """Wall time of training steps and of the part spent waiting for data.
+    """Time of training steps and of the part spent waiting for data.
 
-    On CUDA the host runs ahead of the GPU, so host timers alone would call GPU work "data":
-    the device is synchronised at the boundaries of the data wait (two cheap syncs a step),
-    which makes the split exact at a small cost in overlap.
+    On CUDA the host runs ahead of the GPU, so host timers would count GPU work as "data" or
+    the other way round. There the meter records CUDA events on the stream instead (no
+    synchronisation): a step runs from its start event to its end event on the GPU's own
+    timeline, and the data wait is the time from the start event to the event after the batch
+    is ready; a GPU that idles because the host has not made the batch yet counts as waiting.
+    Events are read (after one synchronisation) only when a figure is asked for.
 
     Args:
         device: the training device.
@@ -135,42 +138,66 @@ class StepMeter:
         self.data_s = 0.0
         self.step_s = 0.0
         self.samples = 0
-        self._t0 = 0.0
+        self._pending: list[tuple] = []
+        self._marks: list = []
 
-    def _now(self) -> float:
+    def _mark(self) -> object:
         if self.cuda:
-            torch.cuda.synchronize()
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
         return time.perf_counter()
 
     def start(self) -> None:
         """At the start of a step, before asking for its batch."""
-        self._t0 = self._now()
+        self._marks = [self._mark()]
 
     @contextlib.contextmanager
     def data(self) -> Iterator[None]:
-        """Around fetching (or making) the step's batch."""
-        t = self._now() if self.cuda else time.perf_counter()
+        """Around fetching (or making) the step's batch and moving it to the device."""
         yield
-        self._data = (self._now() if self.cuda else time.perf_counter()) - t
+        self._marks.append(self._mark())
 
     def end(self, batch: int) -> None:
         """After the optimizer step."""
-        total = self._now() - self._t0
+        self._marks.append(self._mark())
         self.steps += 1
-        if self.steps > self.skip:
+        if self.steps > self.skip and len(self._marks) == 3:
+            self._pending.append((*self._marks, batch))
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self.cuda:
+            self._pending[-1][2].synchronize()
+        for t0, t1, t2, batch in self._pending:
+            if self.cuda:
+                data, total = t0.elapsed_time(t1) / 1000.0, t0.elapsed_time(t2) / 1000.0
+            else:
+                data, total = t1 - t0, t2 - t0
             self.counted += 1
+            self.data_s += data
             self.step_s += total
-            self.data_s += getattr(self, "_data", 0.0)
             self.samples += batch
+        self._pending.clear()
 
     @property
     def data_share(self) -> float:
         """Share of counted step time spent waiting for data (0-1)."""
+        self._flush()
         return self.data_s / self.step_s if self.step_s > 0 else 0.0
 
     @property
     def samples_per_s(self) -> float:
+        """Samples per second of counted step time."""
+        self._flush()
         return self.samples / self.step_s if self.step_s > 0 else 0.0
+
+    @property
+    def seconds(self) -> float:
+        """Counted step time in seconds."""
+        self._flush()
+        return self.step_s
 
 
 def train_flops_per_sample(model: nn.Module, crop: int, device: torch.device, amp: str = "off") -> float:
@@ -203,3 +230,39 @@ def gpu_memory(device: torch.device) -> dict[str, float]:
         "total_gib": round(props.total_memory / 2**30, 2),
         "name": props.name,  # type: ignore[dict-item]
     }
+
+
+class UtilisationSampler:
+    """Samples the GPU's utilisation (the share of time a kernel ran, from NVML through
+    ``torch.cuda.utilization``) once a second in a thread, while the ``with`` block runs.
+
+    ``mean`` is ``None`` where NVML cannot be read (no ``pynvml``, no GPU)."""
+
+    def __init__(self, device: torch.device, every_s: float = 1.0) -> None:
+        import threading
+
+        self.device, self.every_s = device, every_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.samples.append(float(torch.cuda.utilization(self.device)))
+            except Exception:  # noqa: BLE001 - NVML missing or unreadable: no figure
+                return
+
+    def __enter__(self) -> UtilisationSampler:  # noqa: PYI034 - Python 3.10 has no typing.Self
+        if self.device.type == "cuda":
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    @property
+    def mean(self) -> float | None:
+        return round(sum(self.samples) / len(self.samples), 1) if self.samples else None

@@ -50,18 +50,24 @@ def pack_run(
         out: destination folder (created).
         reserve_files, reserve_bytes: room kept for files the caller adds (a summary).
         weights_dtype: store the weights in this dtype (e.g. ``torch.bfloat16`` to carry a large
-            model into the next call within the travel limit); ``None`` keeps float32.
+            model into the next call within the travel limit); ``None``: float32 where the
+            weights fit the limits so, else bfloat16 (half the bytes; loading casts back).
         max_shard_bytes: largest shard.
 
     Returns:
-        what was written: ``files`` (names), ``bytes``, ``optimizer`` (whether Adam's state is
-        among them) and, if not, ``optimizer_bytes`` (what it would have needed).
+        what was written: ``files`` (names), ``bytes``, ``weights_dtype``, ``optimizer`` (whether
+        Adam's state is among them) and, if not, ``optimizer_bytes`` (what it would have needed).
     """
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = json.loads((run_dir / "state.json").read_text())
     tensors = load_file(str(run_dir / "checkpoint.safetensors"))
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    if weights_dtype is None:
+        size = sum(v.numel() * v.element_size() for v in weights.values())
+        files = -(-size // (max_shard_bytes - 256 * 1024)) + 2 + reserve_files  # shards, index, state
+        if files > MAX_FILES or size + reserve_bytes + (1 << 20) > MAX_TOTAL_BYTES:
+            weights_dtype = torch.bfloat16
     if weights_dtype is not None:
         weights = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in weights.items()}
     rest = {k: v for k, v in tensors.items() if not k.startswith("model.")}
@@ -86,7 +92,13 @@ def pack_run(
         written += [opt_index, *shard_files(opt_index)]
     sizes = [f.stat().st_size for f in written]
     assert len(written) + reserve_files <= MAX_FILES and max(sizes) <= MAX_FILE_BYTES
-    result = {"files": sorted(f.name for f in written), "bytes": sum(sizes), "optimizer": packed_opt}
+    dtype = str(weights_dtype or torch.float32).removeprefix("torch.")
+    result = {
+        "files": sorted(f.name for f in written),
+        "bytes": sum(sizes),
+        "weights_dtype": dtype,
+        "optimizer": packed_opt,
+    }
     if not packed_opt:
         result["optimizer_bytes"] = opt_bytes
     return result
@@ -111,3 +123,40 @@ def unpack_run(folder: Path, run_dir: Path) -> dict:
     save_file(tensors, str(run_dir / "checkpoint.safetensors"))
     shutil.copyfile(folder / "state.json", run_dir / "state.json")
     return {"step": state["run"]["step"], "optimizer": has_opt}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deblur_cli.training.carry to-carry|to-file SRC DEST``: prepare returned files.
+
+    ``to-carry SRC DEST [--bf16]``: the folder a window returned, repacked for the next call
+    (``--bf16``: weights in bfloat16, half the bytes, for a model whose float32 weights and the
+    photos would not fit the travel limit together). ``to-file SRC DEST.safetensors``: the
+    returned weights as one weights file, as the selection tools and the bundled default take.
+    """
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m deblur_cli.training.carry", description=main.__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("to-carry", "to-file"))
+    ap.add_argument("src", type=Path)
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("--bf16", action="store_true")
+    args = ap.parse_args(argv)
+    if args.action == "to-file":
+        from deblur_cli.hub.loading import load_model, save_weights
+
+        model, info = load_model(weights=str(args.src))
+        sha = save_weights(model, args.dest, info["arch"], {"train_steps": info["metadata"].get("train_steps", "")})
+        print(f"{args.dest}: {info['arch']}, sha256 {sha}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        unpack_run(args.src, Path(tmp))
+        packed = pack_run(Path(tmp), args.dest, reserve_files=0, weights_dtype=torch.bfloat16 if args.bf16 else None)
+    print(
+        f"{args.dest}: {len(packed['files'])} files, {packed['bytes'] / 2**20:.1f} MiB, optimizer state: {packed['optimizer']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

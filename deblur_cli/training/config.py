@@ -58,6 +58,7 @@ from deblur_cli.data.datasets import list_images
 from deblur_cli.data.synthetic import BlurSettings
 from deblur_cli.errors import DeblurError
 from deblur_cli.models import list_variants
+from deblur_cli.training.accel import Accel
 from deblur_cli.training.trainer import LOSSES, RunState, TrainConfig, train
 
 if sys.version_info >= (3, 11):
@@ -302,8 +303,12 @@ def run_recipe(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     on_step: Callable[[int, float, float], None] | None = None,
+    accel: Accel | None = None,
 ) -> RunState:
     """Train ``recipe`` into ``recipe.out`` (see :func:`deblur_cli.training.trainer.train`).
+
+    ``accel`` holds the device settings (autocast, compile, channels-last, where pairs are
+    synthesised, data workers); ``None`` decides them all from the device.
 
     ``stop_at`` and ``[[reschedule]]`` are applied by stopping at each of their steps and
     resuming with the new total, as they would be by hand; ``steps`` (on ``resume``) replaces
@@ -339,7 +344,7 @@ def run_recipe(
             left = None if max_minutes is None else max(0.0, max_minutes - (time.time() - t0) / 60)
             st = train(out, recipe.config, synthetic=photos, data=recipe.data, val=recipe.val, resume=resume,
                        init_weights=init, max_minutes=left, steps=total if resume else None, stop_at=stop_at,
-                       device=device, log=log, on_step=on_step)  # fmt: skip
+                       device=device, log=log, on_step=on_step, accel=accel)  # fmt: skip
             if stop_at is None or stop_at == recipe.stop_at or st.step < stop_at:
                 return st
             step, resume = st.step, True

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deblur_cli.gate.meter import TILE, BlurExtentNet, to_luma
 from deblur_cli.data.datasets import SyntheticPairs
 from deblur_cli.data.synthetic import BlurSettings, add_noise_jpeg, defocus, degrade, quantize
+from deblur_cli.gate.meter import TILE, BlurExtentNet, to_luma
 
 
 @dataclass

@@ -8,6 +8,12 @@ with other values: L1 + 0.1 * FFT-L1, per-level supervision, cosine decay, 128 c
 Checkpoints hold everything needed to resume bit-for-bit where practical (model, Adam moments,
 step, schedule, RNG states, history) in ``RUN_DIR/checkpoint.safetensors`` +
 ``RUN_DIR/state.json``; no pickle anywhere.
+
+How a call uses its device (bf16 autocast and TF32 on CUDA, channels-last, ``torch.compile``,
+pairs made on the GPU or by CPU worker threads) is :mod:`deblur_cli.training.accel`; where the
+batches come from is :mod:`deblur_cli.training.pairs`. Neither is saved with the run, so a run
+moves between a CPU and a GPU; one carried between machines without Adam's state resumes with
+a learning-rate warm-up (:mod:`deblur_cli.training.carry`).
 """
 
 from __future__ import annotations
@@ -140,7 +146,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
         meta["state"][str(idx)] = []
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"optim.{idx}.{k}"] = v.contiguous()
+                tensors[f"optim.{idx}.{k}"] = v.detach().to("cpu").contiguous()
                 meta["state"][str(idx)].append(k)
     return tensors, meta
 
@@ -163,7 +169,7 @@ class RunState:
 def save_checkpoint(run_dir: Path, model: SAPHN, opt: torch.optim.Optimizer, cfg: TrainConfig, st: RunState, data_rng: dict) -> None:
     """Write ``checkpoint.safetensors`` + ``state.json`` atomically (temp files then rename)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     opt_t, opt_meta = _optimizer_tensors(opt)
     tensors.update(opt_t)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -287,6 +293,8 @@ def train(
     dev = torch.device(device)
     setup_device(dev)
     use = (accel or Accel()).resolved(dev)
+    log(f"device {dev}: autocast {use['amp']}, compile {'on' if use['compile'] else 'off'}, channels-last "
+        f"{'on' if use['channels_last'] else 'off'}, synthesis {use['synthesis']}, data workers {use['workers']}")
     model = create_model(cfg.model).to(dev)
     if init_weights is not None and not resume:
         from deblur_cli.hub.loading import load_model
@@ -298,7 +306,8 @@ def train(
     channels_last = bool(use["channels_last"])
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # On CUDA, Adam's fused kernel (one launch for all parameters; the same state as the default).
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=dev.type == "cuda" or None)
     settings = BlurSettings(**_blur_overrides(cfg.blur))
     source = make_source(synthetic, data, cfg.crop, settings, cfg.seed, dev, str(use["synthesis"]))
     warm_from, data_rng = None, None
@@ -330,7 +339,8 @@ def train(
     model.train()
     t_start = time.time()
     last_ckpt = time.time()
-    window: list[float] = []
+    window: list = []
+    last_loss = math.nan
     while st.step < cfg.steps and (stop_at is None or st.step < stop_at):
         t0 = time.time()
         meter.start()
@@ -353,11 +363,14 @@ def train(
         st.step += 1
         meter.end(cfg.batch)
         st.seconds += time.time() - t0
-        window.append(loss.item())
+        # On CUDA the loss is read every 50 steps only: reading it waits for the GPU, and the
+        # host should be preparing the next step meanwhile.
+        window.append(loss.detach() if dev.type == "cuda" else loss.item())
         if on_step is not None:
-            on_step(st.step, window[-1], lr)
+            on_step(st.step, float(window[-1]) if dev.type != "cuda" else last_loss, lr)
         if st.step % 50 == 0:
-            log(f"step {st.step} loss {np.mean(window):.5f} lr {lr:.2e} {st.seconds / st.step:.2f} s/step, "
+            last_loss = float(np.mean([float(v) for v in window]))
+            log(f"step {st.step} loss {last_loss:.5f} lr {lr:.2e} {st.seconds / st.step:.2f} s/step, "
                 f"{meter.samples_per_s:.1f} samples/s, data wait {meter.data_share:.1%}")  # fmt: skip
             window.clear()
         if val_pairs and (st.step % cfg.val_every == 0 or st.step == cfg.steps):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,16 @@ import torch
 
 from deblur_cli.data.datasets import find_pairs
 from deblur_cli.hub.loading import load_model
-from deblur_cli.training.accel import AMP, SWITCH, SYNTHESIS, Accel, StepMeter, gpu_memory, train_flops_per_sample
+from deblur_cli.training.accel import (
+    AMP,
+    SWITCH,
+    SYNTHESIS,
+    Accel,
+    StepMeter,
+    UtilisationSampler,
+    gpu_memory,
+    train_flops_per_sample,
+)
 from deblur_cli.training.carry import MAX_FILES, pack_run, unpack_run
 from deblur_cli.training.config import load_recipe, resolve_init
 from deblur_cli.training.trainer import RunState, TrainConfig, train, validate
@@ -91,8 +101,6 @@ def run_window(args: argparse.Namespace) -> dict:
     run_dir = args.work / "run"
     resume = args.resume_from is not None
     if run_dir.exists():
-        import shutil
-
         shutil.rmtree(run_dir)
     cfg = dataclasses.replace(recipe.config)
     overrides = {k: v for k, v in (("model", args.model), ("batch", args.batch), ("crop", args.crop)) if v is not None}
@@ -110,7 +118,9 @@ def run_window(args: argparse.Namespace) -> dict:
         (run_dir / "state.json").write_text(json.dumps(state, indent=1))
     else:
         run_cfg = cfg
-        init = resolve_init(recipe) if args.model is None else None  # another architecture: the recipe's weights do not fit
+        init = (
+            resolve_init(recipe) if args.model is None else None
+        )  # another architecture: the recipe's weights do not fit
     accel = Accel(amp=args.amp, compile=args.compile, channels_last=args.channels_last,
                   synthesis=args.synthesis, workers=args.workers)  # fmt: skip
     use = accel.resolved(dev)
@@ -121,9 +131,26 @@ def run_window(args: argparse.Namespace) -> dict:
     meter = StepMeter(dev, skip=5 if dev.type == "cuda" else 1)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    st: RunState = train(run_dir, cfg, synthetic=synthetic, data=recipe.data, val=None, resume=resume, init_weights=init,
-                         max_minutes=args.minutes, steps=args.steps if resume else None, device=str(dev), log=log,
-                         accel=accel, meter=meter)  # fmt: skip
+    sampler = UtilisationSampler(dev)
+    while True:
+        try:
+            with sampler:
+                st: RunState = train(run_dir, cfg, synthetic=synthetic, data=recipe.data, val=None, resume=resume,
+                                     init_weights=init, max_minutes=args.minutes, steps=args.steps if resume else None,
+                                     device=str(dev), log=log, accel=accel, meter=meter)  # fmt: skip
+            break
+        except torch.OutOfMemoryError:
+            # A fresh run whose batch does not fit: half the batch, the learning rate scaled by
+            # sqrt(1/2) as the recipes scale it, rather than a lost window.
+            if resume or cfg.batch < 2:
+                raise
+            cfg = dataclasses.replace(cfg, batch=cfg.batch // 2, lr=cfg.lr / 2**0.5)
+            run_cfg = cfg
+            log(f"out of GPU memory: starting again at batch {cfg.batch}, learning rate {cfg.lr:.2e}")
+            torch.cuda.empty_cache()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            meter = StepMeter(dev, skip=5 if dev.type == "cuda" else 1)
+            sampler = UtilisationSampler(dev)
     memory = gpu_memory(dev)
     val_result = _validate(run_dir, val, dev, args.val_limit, args.val_crop or run_cfg.val_crop, log)
     if val_result:  # the window's validation joins the run's history (it travels in state.json)
@@ -142,12 +169,13 @@ def run_window(args: argparse.Namespace) -> dict:
         "steps_total": st.step,
         "steps_this_call": meter.steps,
         "samples_this_call": meter.steps * run_cfg.batch,
-        "train_seconds_this_call": round(meter.step_s, 1),
+        "train_seconds_this_call": round(meter.seconds, 1),
         "samples_per_s": round(meter.samples_per_s, 2),
         "gflop_per_sample": round(flops / 1e9, 3),
         "achieved_tflops": round(flops * meter.samples_per_s / 1e12, 3),
         "data_wait_share": round(meter.data_share, 4),
         "gpu_memory": memory,
+        "gpu_utilisation_pct": sampler.mean,
         "validation": val_result,
     }
     bf16 = torch.bfloat16 if args.carry_bf16 else None
@@ -179,7 +207,9 @@ def _validate(run_dir: Path, val: Path | None, dev: torch.device, limit: int, cr
     model, _ = load_model(weights=str(run_dir / "final.safetensors"), device=dev)
     t = time.time()
     pin, pout = validate(model, pairs, crop)
-    log(f"validation on {len(pairs)} pairs: input {pin:.3f} dB -> output {pout:.3f} dB ({pout - pin:+.3f}), {time.time() - t:.1f} s")
+    log(
+        f"validation on {len(pairs)} pairs: input {pin:.3f} dB -> output {pout:.3f} dB ({pout - pin:+.3f}), {time.time() - t:.1f} s"
+    )
     return {"pairs": len(pairs), "psnr_in": round(pin, 4), "psnr_out": round(pout, 4), "gain_db": round(pout - pin, 4)}
 
 

@@ -30,7 +30,10 @@ _EXPORTS = {
     "default_video_output": "deblur_cli.video.encoding",
 }
 
-__all__ = sorted([*_EXPORTS, "VIDEO_EXTENSIONS", "is_video_path", "require_av"])
+__all__ = [  # noqa: RUF022 - the lazy exports first
+    "deblur_video", "check_video_job", "VideoResult", "VideoProgress", "TemporalGate", "default_video_output",
+    "VIDEO_EXTENSIONS", "is_video_path", "require_av",
+]  # fmt: skip
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:

@@ -92,16 +92,22 @@ def plan_media(
     return images, jobs
 
 
-def plan_folder_checks(in_dir: Path, output_dir: str | os.PathLike[str] | None, suffix: str | None, ext: str | None) -> None:
+def plan_folder_checks(
+    in_dir: Path, output_dir: str | os.PathLike[str] | None, suffix: str | None, ext: str | None
+) -> None:
     """The checks ``plan_folder`` makes before it looks for images (a folder of videos only skips it)."""
     from deblur_cli.inference import folder_output_root
     from deblur_cli.io.images import OUTPUT_FORMATS
 
     same = in_dir.resolve() == folder_output_root(in_dir, output_dir).resolve()
     if same and suffix == "":
-        raise DeblurError("the output folder is the input folder: give a non-empty --suffix so inputs are never replaced")
+        raise DeblurError(
+            "the output folder is the input folder: give a non-empty --suffix so inputs are never replaced"
+        )
     if ext is not None and "." + ext.lower().lstrip(".") not in OUTPUT_FORMATS:
-        raise DeblurError(f"cannot write .{ext.lower().lstrip('.')} files; use one of {', '.join(sorted(OUTPUT_FORMATS))}")
+        raise DeblurError(
+            f"cannot write .{ext.lower().lstrip('.')} files; use one of {', '.join(sorted(OUTPUT_FORMATS))}"
+        )
 
 
 def run_videos(

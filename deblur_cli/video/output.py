@@ -8,6 +8,7 @@ streams' packets in whatever thread calls it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -29,8 +30,11 @@ _STREAM_FILE_TAGS = {"encoder", "duration", "vendor_id", "_statistics_tags", "_s
 def temp_path(dst: Path) -> Path:
     """A new, empty temporary file beside ``dst`` (hidden, ``.part``), with the permissions an output
     file gets (0666 minus the umask)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    except OSError as exc:
+        raise DeblurError(f"{dst}: cannot write there ({exc.strerror or exc})") from None
     mask = os.umask(0o022)
     os.umask(mask)
     os.fchmod(fd, 0o666 & ~mask)
@@ -79,6 +83,8 @@ class VideoWriter:
         self.pix_fmt, note = choose_pix_fmt(codec, info, [f.name for f in supported])
         if note:
             self.warnings.append(note)
+        if encoder == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner unless told errors only
         v = out.add_stream(encoder, options=encoder_options(codec, crf))
         v.width, v.height, v.pix_fmt = info.width, info.height, self.pix_fmt
         v.time_base = info.time_base
@@ -110,7 +116,7 @@ class VideoWriter:
                 rate = 48000 if plan.action == "opus" else (ctx.sample_rate or 48000)
                 s_out = out.add_stream(AUDIO_ENCODERS[plan.action], rate=rate)
                 if ctx.layout is not None and ctx.layout.nb_channels:
-                    s_out.layout = ctx.layout.name if ctx.layout.nb_channels <= 2 or plan.action == "aac" else "stereo"
+                    s_out.layout = ctx.layout.name
                 resampler = av.AudioResampler(format=s_out.format.name, layout=s_out.layout.name, rate=rate)
             _copy_tags(s_in, s_out)
             s_out.disposition = s_in.disposition
@@ -149,25 +155,17 @@ class VideoWriter:
             packet.stream = s_out
             self.out.mux(packet)
             return
-        frames = packet.decode()
-        for frame in frames:
+        for frame in packet.decode():  # the demuxer's last, empty packet flushes the decoder
             for res in resampler.resample(frame):
                 for p in s_out.encode(res):
                     self.out.mux(p)
-        if packet.size == 0:  # end of this stream: flush the resampler and the encoder
-            for res in resampler.resample(None):
-                for p in s_out.encode(res):
-                    self.out.mux(p)
-            for p in s_out.encode(None):
-                self.out.mux(p)
-            self.routes[packet.stream.index] = (s_out, StreamPlan(plan.index, plan.kind, plan.codec, "done"), None)
 
     def finish(self) -> None:
         """Flush the video encoder and re-encoded audio, write the trailer and close the file."""
         for packet in self.video.encode(None):
             self.out.mux(packet)
-        for s_out, plan, resampler in self.routes.values():
-            if plan.action in AUDIO_ENCODERS and resampler is not None:
+        for s_out, _, resampler in self.routes.values():
+            if resampler is not None:  # re-encoded audio: what the resampler and the encoder still hold
                 for res in resampler.resample(None):
                     for p in s_out.encode(res):
                         self.out.mux(p)
@@ -177,10 +175,8 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Close the file without finishing it (the caller deletes it)."""
-        try:
+        with contextlib.suppress(Exception):  # the file is being thrown away; its trailer may fail to write
             self.out.close()
-        except Exception:  # noqa: BLE001 - the file is being thrown away; its trailer may fail to write
-            pass
 
 
 def _copy_tags(s_in: Any, s_out: Any) -> None:

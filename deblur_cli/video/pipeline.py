@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 from deblur_cli.errors import DeblurError
+from deblur_cli.io.images import write_image
 from deblur_cli.video.encoding import check_crf, choose_codec, container_for, default_video_output, plan_streams
 from deblur_cli.video.output import VideoWriter, temp_path
 from deblur_cli.video.streams import Timestamps, VideoInfo, describe, display_oriented, frame_to_rgb, open_input
@@ -157,7 +158,9 @@ def check_video_job(
             if frames.exists() and not frames.is_dir():
                 raise DeblurError(f"--frames {frames}: exists and is not a folder")
             if frames.is_dir() and not overwrite and any(frames.glob("frame_*.png")):
-                raise DeblurError(f"--frames {frames}: already holds frame_*.png files (use --overwrite to replace them)")
+                raise DeblurError(
+                    f"--frames {frames}: already holds frame_*.png files (use --overwrite to replace them)"
+                )
         return VideoJob(src, out, frames, fmt, name, level)
     finally:
         container_in.close()
@@ -196,7 +199,7 @@ def deblur_video(
         batch_size: frames per network call (``None``: from free memory, at most 8).
         gate_smoothing: time constant of the gate's moving average in seconds (0: each frame alone).
         gate_interval: measure the blur at most this often (seconds; frames between reuse the last
-            reading): the blur meter costs about as much per frame as encoding; 0 measures every frame.
+            reading): the blur meter runs a small network on each measured frame; 0 measures every frame.
         overwrite: replace an existing output (and frames).
         progress: called with a :class:`VideoProgress` after every batch.
         notify: called with each warning (what cannot be kept as it was) as soon as it is known.
@@ -259,6 +262,7 @@ class _Run:
         self.errors: list[BaseException] = []
         self.result = VideoResult(src=job.src, dst=job.dst, frames_dir=job.frames_dir)
         self._decoded = self._encoded = 0  # frames through each stage, for error messages
+        self._damaged = 0  # video packets the decoder refused
 
     def _warn(self, text: str) -> None:
         self.result.warnings.append(text)
@@ -320,10 +324,12 @@ class _Run:
             if self.errors:
                 raise self.errors[0]
             if writer is not None and tmp is not None and job.dst is not None:
+                if job.dst.exists() and not self.overwrite:  # appeared while this ran
+                    raise DeblurError(f"{job.dst}: already exists (use --overwrite to replace it)")
                 os.replace(tmp, job.dst)
                 tmp = None
         except _Stopped:
-            raise self.errors[0] if self.errors else DeblurError(f"{job.src}: stopped")  # noqa: B904
+            raise (self.errors[0] if self.errors else DeblurError(f"{job.src}: stopped")) from None
         finally:
             self.stop.set()
             for t in threads:
@@ -365,7 +371,7 @@ class _Run:
         try:
             return list(packet.decode())
         except av.InvalidDataError:  # a damaged packet: skip it as ffmpeg does, and say so at the end
-            self._damaged = getattr(self, "_damaged", 0) + 1
+            self._damaged += 1
             return []
 
     def _guard(self, stage: str, target: Callable[..., None], *args: Any) -> None:
@@ -403,8 +409,10 @@ class _Run:
         def push(frame: Any) -> None:
             nonlocal busy
             if (frame.width, frame.height) != (info.width, info.height):
-                raise DeblurError(f"{self.job.src}: the frame size changes from {info.width}x{info.height} to "
-                                  f"{frame.width}x{frame.height} at frame {index + 1}; such streams are not supported")
+                raise DeblurError(
+                    f"{self.job.src}: the frame size changes from {info.width}x{info.height} to "
+                    f"{frame.width}x{frame.height} at frame {index + 1}; such streams are not supported"
+                )
             t0 = time.perf_counter()
             rgb = frame_to_rgb(frame, info)
             busy += time.perf_counter() - t0
@@ -422,12 +430,13 @@ class _Run:
             for frame in frames:
                 push(frame)
         emit(timing.flush())
-        damaged = getattr(self, "_damaged", 0)
-        if damaged:
-            self._warn(f"{damaged} damaged video packet(s) skipped")
+        if self._damaged:
+            self._warn(f"{self._damaged} damaged video packet(s) skipped")
         if timing.retimed:
-            self._warn(f"{timing.retimed} frame timestamp(s) out of display order in the input (as AVI files with "
-                       "B-frames have them): put in order")
+            self._warn(
+                f"{timing.retimed} frame timestamp(s) out of display order in the input (as AVI files with "
+                "B-frames have them): put in order"
+            )
         self.result.decode_seconds = busy
         _put(out, _END, self.stop)
 
@@ -446,8 +455,6 @@ class _Run:
                     writer.write_packet(side.get_nowait())
                 writer.write_frame(rgb, pts, duration)
             if frames_dir is not None:
-                from deblur_cli.io.images import write_image
-
                 write_image(frames_dir / f"frame_{index + 1:06d}.png", display_oriented(rgb, info.rotation),
                             overwrite=self.overwrite)  # fmt: skip
             busy += time.perf_counter() - t0
@@ -522,12 +529,11 @@ def _blend(blurred: np.ndarray, deblurred: np.ndarray, gate: FrameGate) -> np.nd
 
 
 def _network_only(deblurrer: Any) -> Any:
-    """A gate-less :class:`~deblur_cli.inference.Deblurrer` sharing ``deblurrer``'s backend and settings:
-    the video pipeline applies its own, smoothed, gate."""
-    from deblur_cli.inference import Deblurrer
-
-    return Deblurrer(backend=deblurrer.backend, tile=deblurrer.tile, tile_overlap=deblurrer.tile_overlap,
-                     self_ensemble=deblurrer.self_ensemble)  # fmt: skip
+    """A gate-less deblurrer of the same class sharing ``deblurrer``'s backend and settings: the video
+    pipeline applies its own, smoothed, gate. (Built through ``type()`` so this package needs no import
+    of :mod:`deblur_cli.inference`, whose ``Deblurrer.deblur_video`` calls it.)"""
+    return type(deblurrer)(backend=deblurrer.backend, tile=deblurrer.tile, tile_overlap=deblurrer.tile_overlap,
+                           self_ensemble=deblurrer.self_ensemble)  # fmt: skip
 
 
 def _frame_step(info: VideoInfo) -> int:

@@ -80,7 +80,9 @@ class TemporalGate:
             return 1.0
         return 1.0 - math.exp(-max(dt, 0.0) / self.smoothing)
 
-    def update(self, time_s: float, raw: float, extent: float = 0.0, pixel_weights: np.ndarray | None = None) -> FrameGate:
+    def update(
+        self, time_s: float, raw: float, extent: float = 0.0, pixel_weights: np.ndarray | None = None
+    ) -> FrameGate:
         """Feed the next frame (in presentation order): its time in seconds, its own gate weight
         ``raw`` (and, with the regional gate, its ``(H, W)`` weights); returns what to apply."""
         if self.smoothing == 0:

@@ -47,7 +47,10 @@ def _compare(a_path: Path, b_path: Path) -> dict:
     b = cv2.imread(str(b_path), cv2.IMREAD_COLOR).astype(np.float64)
     mse = float(np.mean((a - b) ** 2))
     psnr = math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-    return {"psnr_vs_cpu": round(psnr, 2) if math.isfinite(psnr) else "identical", "max_diff_levels": int(np.abs(a - b).max())}
+    return {
+        "psnr_vs_cpu": round(psnr, 2) if math.isfinite(psnr) else "identical",
+        "max_diff_levels": int(np.abs(a - b).max()),
+    }
 
 
 def cli_paths(src: Path, tmp: Path, deadline: float, device: str = "cuda") -> dict:
@@ -76,10 +79,22 @@ def cli_paths(src: Path, tmp: Path, deadline: float, device: str = "cuda") -> di
             results[name] = {"skipped": "time budget spent"}
             continue
         out = tmp / f"{name}.png"
-        cmd = [sys.executable, "-m", "deblur_cli", "image", str(src), "-o", str(out), "--gate", "off", "--overwrite", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deblur_cli",
+            "image",
+            str(src),
+            "-o",
+            str(out),
+            "--gate",
+            "off",
+            "--overwrite",
+            *extra,
+        ]
         t = time.time()
         try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=left)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=left, check=False)
         except subprocess.TimeoutExpired:
             results[name] = {"skipped": f"timed out after {left:.0f} s"}
             continue
@@ -135,7 +150,7 @@ def latency(deadline: float, device: str = "cuda") -> dict:
             # A CPU run of saphn at 720p takes seconds: one warm-up and one timed run there.
             cpu = dev_name == "cpu"
             with torch.no_grad(), ctx:
-                seconds = _time(lambda: net(inp), dev, repeat=1 if cpu else 5, warmup=1 if cpu else 2)
+                seconds = _time(lambda net=net, inp=inp: net(inp), dev, repeat=1 if cpu else 5, warmup=1 if cpu else 2)
                 y = net(inp).float().cpu()
             if mode == "fp16":
                 net.float()

@@ -13,4 +13,4 @@ python="${PYTHON:-python3}"
 out="${OUT:-$root/accelerator-out}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 bash tools/accelerator/train.sh --minutes 1
-timeout 240 "$python" tools/accelerator/probe.py --out "$out" "$@" || echo "probe failed (exit $?)"
+timeout 120 "$python" tools/accelerator/probe.py --out "$out" "$@" || echo "probe failed (exit $?)"
