@@ -16,7 +16,7 @@ the chosen gate afterwards.
 ``--scopes`` also scores the regional gate (``--gate-scope region``): ``region:SIGMA`` applies
 each gate per pixel to :meth:`deblur_cli.gate.meter.BlurMeter.extent_map` with a window of
 SIGMA px; its rows are keyed ``LO,HI@region:SIGMA``. The rule for choosing it is in
-``runs/region-gate/RULE.md``.
+``docs/experiments/runs/region-gate/RULE.md``.
 
 Usage::
 

@@ -11,7 +11,7 @@
   (torch fp32 and torch bf16 autocast, interleaved, warm), or read from its ``--json`` output
   with ``--latency-json`` (no model is run then).
 
-The issue's target for the paper-width ``saphn``: at least 60 % of the measured fp32 peak.
+The target for the paper-width ``saphn``: at least 60 % of the measured fp32 peak.
 
 Usage::
 

@@ -9,7 +9,7 @@ the model shows the fixed part.
 
 The 24 MP image (6000x4000) goes through the engine's tiling: ``--tile auto`` lets the engine pick
 the tile from the free memory it sees (so the figure depends on the machine), a number fixes it.
-The issue's target: at most 4 GiB for 24 MP.
+The target: at most 4 GiB for 24 MP.
 
 Usage::
 

@@ -15,8 +15,8 @@ difference per image is what Ray adds to every image. Configurations run ``--rep
 interleaved, and the fastest run of each is used (the machine may be shared). The blur gate is
 off, so the network runs on every image.
 
-    python benchmarks/ray_overhead.py                          # 8 and 32 images of 320x240, default model
-    python benchmarks/ray_overhead.py --images 16,64 --workers 1,2,4 --threads 2
+    python -m benchmarks.ray_overhead                          # 8 and 32 images of 320x240, default model
+    python -m benchmarks.ray_overhead --images 16,64 --workers 1,2,4 --threads 2
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The accelerator window rehearsed on the CPU: ``tools/accelerator/train.sh --device cpu`` end to
 end with a tiny model, resuming through the size-limited return path (with and without Adam's
-state), the return path's limits, worker threads, the compile fallback and the travel check."""
+state), the return path's limits, the probe's and inference check's reports, worker threads, the compile
+fallback and the travel check."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from deblur_cli.hub.shards import INDEX_NAME, MAX_SHARD_BYTES, shard_files
 from deblur_cli.training.accel import Accel, CompileFallback, StepMeter
 from deblur_cli.training.carry import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, OPTIMIZER_INDEX, pack_run, unpack_run
 from deblur_cli.training.trainer import RunState, TrainConfig, save_checkpoint, train
+from deblur_cli.training.window import merge_into_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,6 +187,18 @@ def test_compile_failure_falls_back_to_eager_once():
     torch.testing.assert_close(fn(x), eager(x))
     fn(x)
     assert len(lines) == 1 and "continuing eager" in lines[0] and "no C compiler" in lines[0]
+
+
+def test_reports_join_the_window_summary_or_stand_alone(tmp_path):
+    """The probe's and the inference check's reports: under their key in a window's summary.json
+    (no extra file on the size-limited return path), else in ``<key>.json`` of a new folder."""
+    out = tmp_path / "out"
+    alone = merge_into_summary(out, "probe", {"fastest": "bf16"})
+    assert alone == out / "probe.json" and json.loads(alone.read_text()) == {"fastest": "bf16"}
+    (out / "summary.json").write_text(json.dumps({"steps_this_call": 3}))
+    merged = merge_into_summary(out, "inference", {"latency_720p": {}})
+    assert merged == out / "summary.json" and not (out / "inference.json").exists()
+    assert json.loads(merged.read_text()) == {"steps_this_call": 3, "inference": {"latency_720p": {}}}
 
 
 def test_step_meter_splits_data_wait_from_the_step():

@@ -76,12 +76,14 @@ def user_facing_files() -> list[Path]:
     files = [README]
     files += [p for p in DOCS.rglob("*") if p.is_file() and "experiments" not in p.relative_to(DOCS).parts[:1]]
     files += [p for p in (ROOT / "weights").rglob("*") if p.is_file()]
+    files += [p for p in (ROOT / "deblur_cli").rglob("*") if p.is_file()]  # docstrings, comments, --help, errors
     return [p for p in files if p.suffix in TEXT_SUFFIXES]
 
 
 def test_no_internal_history_where_users_read() -> None:
     files = user_facing_files()
     assert README in files and any(p.name == "MODEL_CARD.md" for p in files) and any(p.name == "registry.json" for p in files)
+    assert any(p.name == "deblurrer.py" for p in files)
     hits = [
         f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
         for p in files
@@ -129,3 +131,10 @@ def test_cli_reference_lists_every_command_and_option() -> None:
             continue
         missing += [f"{command} {o}" for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", section)]
     assert not missing, "docs/cli.md does not document: " + ", ".join(missing)
+
+
+def test_cli_reference_is_generated_from_the_live_cli() -> None:
+    """docs/cli.md is ``tools/gen_cli_docs.py``'s output: no option's help or default can drift."""
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_cli_docs.py"), "--check"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr

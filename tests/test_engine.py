@@ -111,7 +111,7 @@ def test_tile_errors_propagate():
 
 
 def test_tiled_matches_untiled_saphn(tiny_model):
-    """The issue's criterion: < 0.5/255 mean absolute difference on an image where both fit.
+    """The criterion: < 0.5/255 mean absolute difference on an image where both fit.
 
     SAPHN is not translation-equivariant: its levels process quadrants and halves of their
     input independently, so a randomly initialised network leaves faint lines along the

@@ -1,4 +1,4 @@
-"""Issue 'SAPHN network' item 8: every variant exports to ONNX with dynamic H and W and matches torch."""
+"""Every variant exports to ONNX with dynamic H and W and matches torch."""
 
 from __future__ import annotations
 

@@ -145,6 +145,17 @@ def test_keeps_timing_audio_rotation_and_tags(tmp_path, plain):
     assert not any(p.name.endswith(".part") for p in tmp_path.iterdir())
 
 
+def test_deblurrer_method_is_the_same_pipeline(tmp_path, plain):
+    """``Deblurrer.deblur_video`` runs the same pipeline: the same frames, byte for byte (lossless output)."""
+    src = tmp_path / "in.mp4"
+    make_clip(src, 3)
+    by_function = deblur_video(plain, src, tmp_path / "a.mkv", crf=0)
+    by_method = plain.deblur_video(src, tmp_path / "b.mkv", crf=0)
+    assert by_method.frames == by_function.frames == 3
+    a, b = decode(tmp_path / "a.mkv"), decode(tmp_path / "b.mkv")
+    assert all(np.array_equal(x, y) for x, y in zip(a["frames"], b["frames"]))
+
+
 def test_matches_deblurrer_within_codec_loss(tmp_path, plain):
     """Output frames vs ``Deblurrer.deblur`` on the decoded input frames (the input is lossless): through a
     lossless encode (``--crf 0``) as close as the reference itself encoded the same way (4:2:0 chroma and

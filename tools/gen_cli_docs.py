@@ -57,8 +57,9 @@ def describe() -> dict[str, dict[str, Any]]:
     """Every leaf command: ``{"deblur image": {"help", "usage", "panels": {panel: [rows]}}}``."""
     import typer
 
-    from deblur_cli.cli.main import app
+    from deblur_cli.cli.main import _register, app
 
+    _register()
     described: dict[str, dict[str, Any]] = {}
     for path, cmd in _commands(typer.main.get_command(app), ["deblur"]):
         ctx = cmd.make_context(path[-1], [], resilient_parsing=True)

@@ -7,7 +7,7 @@ Rules (the README's "Device" section repeats them for users):
   never a silent CPU run;
 * fp16 runs only on CUDA. Asking for fp16 on a run that resolved to the CPU is a
   :class:`DeblurError` too (CPU half precision is slow or unsupported for several of the
-  model's ops, see Real-ESRGAN issue #306), so the user knows exactly what ran.
+  model's ops, see https://github.com/xinntao/Real-ESRGAN/issues/306), so the user knows exactly what ran.
 * bf16 (bfloat16 autocast) runs on CUDA devices that support it and on CPUs with native
   bfloat16 arithmetic (AVX512-BF16 or AMX); elsewhere torch emulates it, slower than fp32,
   so asking for it there is a :class:`DeblurError` as well. fp16 and bf16 are exclusive.

@@ -50,7 +50,7 @@ class TorchBackend:
         fp16: run under CUDA autocast in half precision (weights stay fp32, softmaxes run in
             fp32); a :class:`DeblurError` on CPU, see :func:`deblur_cli.backends.device.check_fp16`.
         bf16: run under bfloat16 autocast (CPU with native bf16, or CUDA); the filtering module
-            keeps float32 (see ``pixel_filter._in_float32``). See
+            keeps float32 (see :func:`deblur_cli.ops.cpu.in_float32`). See
             :func:`deblur_cli.backends.device.resolve_precision`.
 
     Attributes:

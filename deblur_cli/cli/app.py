@@ -36,4 +36,4 @@ def _root(
     """Remove motion blur from photographs with SAPHN (CVPR 2020)."""
     from deblur_cli.inference.allocator import keep_freed_memory
 
-    keep_freed_memory()  # ~25 % faster on CPU: no page faults for every big tensor (see allocator.py)
+    keep_freed_memory()  # ~25 % faster on CPU: no page faults for every big tensor (see inference/allocator.py)

@@ -12,7 +12,7 @@ from deblur_cli.cli import options as opt
 from deblur_cli.cli.app import app
 
 if TYPE_CHECKING:
-    from deblur_cli.video.pipeline import VideoProgress, VideoResult
+    from deblur_cli.video.job import VideoProgress, VideoResult
 
 VIDEO_PANEL = "Video"
 
@@ -136,12 +136,13 @@ def video(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Deblur a video; frame timing, audio, subtitles, rotation and colour tags are kept."""
-    from deblur_cli.video import require_av
+    from deblur_cli.video.formats import require_av
 
     require_av()
     from deblur_cli.gate.decision import parse_gate
     from deblur_cli.inference import Deblurrer
-    from deblur_cli.video.pipeline import check_video_job, deblur_video
+    from deblur_cli.video.job import check_video_job
+    from deblur_cli.video.pipeline import deblur_video
 
     c = codec.value if codec is not None else None
     job = check_video_job(input, output, frames_dir=frames, codec=c, crf=crf, audio=audio.value, overwrite=overwrite)

@@ -17,7 +17,7 @@ are left out. Near-duplicates (stereo pairs, before/after pairs) sit on the same
 split, so no held-out scene is seen in training.
 
 Three splits: ``train``; ``val``, wallpapers kept aside to choose checkpoints and settings on
-(all the Lomiri photographs, added in session 5, are validation photos); ``heldout``, used only
+(all the Lomiri photographs are validation photos); ``heldout``, used only
 to report results. Run ``python -m deblur_cli.data.photos OUT_DIR`` to (re)build
 ``OUT_DIR/{train,val,heldout}`` as PNG files and the fixed evaluation pairs
 ``OUT_DIR/{val,heldout}-pairs/{blur,sharp}`` (each photo blurred both ways, see
@@ -97,8 +97,8 @@ VAL_SEED = 4321
 #: Seed and extents (px) of the nearly sharp validation pairs.
 NEARSHARP_SEED = 8765
 NEARSHARP_EXTENTS = (2.0, 3.0)
-#: Seed of the half-blurred validation pairs (session 10; the held-out ones use
-#: make_half_blurred_set's default).
+#: Seed of the half-blurred validation pairs (the held-out ones use make_half_blurred_set's
+#: default).
 HALF_VAL_SEED = 1357
 
 

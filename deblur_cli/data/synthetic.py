@@ -96,8 +96,8 @@ class BlurSettings:
         defocus_prob: probability that the photograph is first defocused (by
             :func:`defocus`) so that the *target* itself contains defocus blur: the network
             must learn to remove motion blur and keep defocus (shallow depth of field), which
-            the mostly all-sharp training photographs do not teach. 0 by default (the run of
-            session 2 trained without it).
+            the mostly all-sharp training photographs do not teach. 0 by default (stage 1 of the shipped
+            weights, ``configs/train/saphn-s.synth.toml``, trains without it).
         defocus_radius: ``(min, max)`` disk radius in pixels.
     """
 

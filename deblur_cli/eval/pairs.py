@@ -5,7 +5,7 @@ Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03 on the 0-255 range, computed p
 channel and averaged: the same definition as ``skimage.metrics.structural_similarity(...,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
 channel_axis=-1)``, hand-written here with OpenCV filters so that scikit-image is not a
-runtime dependency (``tests/test_evaluate.py`` checks the two agree).
+runtime dependency (``tests/test_training.py`` checks the two agree).
 
 The unsharp-mask baseline is tuned per image *with the sharp image as oracle*: the best
 (sigma, amount) of a grid by PSNR against the ground truth, an upper bound for any tuning of

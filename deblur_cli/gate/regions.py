@@ -17,7 +17,7 @@ import numpy as np
 #: Side of the tiles the blur is read on (the blur-extent network's training crop size).
 TILE = 96
 #: Gaussian window (px, standard deviation) of the regional estimate: the best of 96, 192 and
-#: 384 px on the validation photographs, half-blurred ones included (``runs/region-gate/RULE.md``).
+#: 384 px on the validation photographs, half-blurred ones included (``docs/experiments/runs/region-gate/RULE.md``).
 REGION_SIGMA = 192.0
 #: How strongly a region leans on the photograph's own estimate: a region whose texture weight is
 #: the photograph's average keeps 1 / (1 + REGION_PRIOR) of its own reading (80 %); a flat one

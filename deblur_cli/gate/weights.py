@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: Bundled weights of the blur-extent network (``weights/blur-extent.safetensors``).
 BUNDLED_FILE = "blur-extent.safetensors"
-#: Its record: sha256, training data and figures (written by ``runs/train_blur_extent.py``).
+#: Its record: sha256, training data and figures (written by ``tools/train_blur_extent.py``).
 BUNDLED_RECORD = "blur-extent.json"
 
 

@@ -111,6 +111,26 @@ class FileMethods:
             self._write_maps(viz, maps[0], data.pixels, out, src, dst)
         return written
 
+    def deblur_video(
+        self, src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None, **options: Any
+    ) -> Any:
+        """Deblur a video frame by frame, keeping its timing, audio, rotation and colour tags.
+
+        A thin door to :func:`deblur_cli.video.pipeline.deblur_video` (needs PyAV:
+        ``pip install 'deblur-cli[video]'``); ``options`` are its keyword arguments
+        (``frames_dir``, ``codec``, ``crf``, ``audio``, ``batch_size``, ``gate_smoothing``,
+        ``gate_interval``, ``overwrite``, ``progress``, ``notify``).
+
+        Returns:
+            A :class:`deblur_cli.video.job.VideoResult`.
+        """
+        from deblur_cli.video.formats import require_av
+
+        require_av()
+        from deblur_cli.video.pipeline import deblur_video
+
+        return deblur_video(self, src, dst, **options)
+
     def _recorder(self, viz: VizRequest | None) -> Callable[[], dict] | None:
         """A factory of map recorders for ``viz`` (checked against the model), or ``None``."""
         if viz is None:

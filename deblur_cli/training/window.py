@@ -48,6 +48,22 @@ SUMMARY = "summary.json"
 LOG = "train.log"
 
 
+def merge_into_summary(out: Path, key: str, report: dict) -> Path:
+    """Add ``report`` to the window's ``out/summary.json`` under ``key``, or write it to
+    ``out/<key>.json`` where no window wrote a summary (the return path takes few files, so a
+    report joins the summary rather than adding one). Returns the file written."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = out / SUMMARY
+    if summary.is_file():
+        doc = json.loads(summary.read_text())
+        doc[key] = report
+        summary.write_text(json.dumps(doc, indent=1) + "\n")
+        return summary
+    alone = out / f"{key}.json"
+    alone.write_text(json.dumps(report, indent=1) + "\n")
+    return alone
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m deblur_cli.training.window", description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, required=True, help="recipe (configs/train/*.toml)")

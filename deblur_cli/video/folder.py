@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.video import VIDEO_EXTENSIONS
+from deblur_cli.video.formats import VIDEO_EXTENSIONS
 
 #: Containers a video keeps in ``deblur folder`` (others, e.g. .avi, become .mp4).
 _KEPT = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
@@ -128,7 +128,7 @@ def run_videos(
     if not jobs:
         return
     try:
-        from deblur_cli.video import require_av
+        from deblur_cli.video.formats import require_av
 
         require_av()
     except DeblurError as exc:

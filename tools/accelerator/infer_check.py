@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 import torch
 
+from deblur_cli.training.window import merge_into_summary
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "licenseplate_motion.jpg"
 
@@ -178,14 +180,7 @@ def main() -> int:
             _image_720p(src)
             report["cli"] = cli_paths(src, Path(tmp), deadline - 45, args.device)  # ~45 s kept for latency
         report["latency_720p"] = latency(deadline, args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    summary = args.out / "summary.json"
-    if summary.is_file():
-        doc = json.loads(summary.read_text())
-        doc["inference"] = report
-        summary.write_text(json.dumps(doc, indent=1) + "\n")
-    else:
-        (args.out / "inference.json").write_text(json.dumps(report, indent=1) + "\n")
+    merge_into_summary(args.out, "inference", report)
     print(json.dumps(report), flush=True)
     return 0
 

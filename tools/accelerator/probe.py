@@ -30,6 +30,7 @@ import torch
 from deblur_cli.models import create_model
 from deblur_cli.training.accel import autocast, setup_device
 from deblur_cli.training.trainer import psnr_loss
+from deblur_cli.training.window import merge_into_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,14 +144,7 @@ def main() -> int:
     timed = {k: v["s_per_step"] for k, v in report.items() if isinstance(v, dict) and "s_per_step" in v}
     report["fastest"] = min(timed, key=timed.get) if timed else None
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        summary = args.out / "summary.json"
-        if summary.is_file():
-            doc = json.loads(summary.read_text())
-            doc["probe"] = report
-            summary.write_text(json.dumps(doc, indent=1) + "\n")
-        else:
-            (args.out / "probe.json").write_text(json.dumps(report, indent=1) + "\n")
+        merge_into_summary(args.out, "probe", report)
     print(json.dumps(report), flush=True)
     return 0
 
