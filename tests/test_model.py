@@ -17,7 +17,7 @@ from deblur_cli.models.saphn import halves_to_full, quadrants_to_halves, split_h
 from deblur_cli.ops.pixel_filter import pixel_dependent_filter
 from deblur_cli.viz.recording import MapRecorder
 
-TINY = dict(widths=(4, 8, 8), blocks=1, attn_maps=2, kernel_size=3)
+TINY = {"widths": (4, 8, 8), "blocks": 1, "attn_maps": 2, "kernel_size": 3}
 
 
 def _randomize(model: torch.nn.Module) -> torch.nn.Module:

@@ -284,6 +284,15 @@ def test_old_saphn_weights_load_as_what_they_are_and_never_into_the_new_saphn(tm
     save_file(load_file(path), path, metadata=meta)
     loaded, info = load_model(weights=str(path))
     assert info["arch"] == "saphn" and loaded.config == old
+    # ... and says so where the CLI says what runs, instead of passing as today's saphn.
+    assert "not today's" in info["structure"] and "merged_decoding False (today True)" in info["structure"]
+    assert "full_blocks 0 (today 2)" in info["structure"]
+    from types import SimpleNamespace
+
+    from deblur_cli.cli.options import describe_run
+
+    assert "merged_decoding False (today True)" in describe_run(SimpleNamespace(device_description="cpu", model_info=info))
+    assert "structure" not in load_model()[1]  # the shipped default is today's saphn-s
     x = torch.rand(1, 3, 24, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x), atol=0, rtol=0)

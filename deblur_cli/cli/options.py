@@ -178,6 +178,8 @@ def describe_run(deblurrer: object) -> str:
         sha = info.get("sha256")
         if sha:
             text += f" (sha256 {str(sha)[:12]})"
+        if info.get("structure"):
+            text += f"; {info['structure']}"
     return text
 
 

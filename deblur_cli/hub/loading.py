@@ -318,7 +318,29 @@ def load_model(
     except (RuntimeError, AssertionError) as exc:
         raise DeblurError(f"cannot use device {dev}: {str(exc).splitlines()[0]}") from None
     info.update(arch=arch, config=net.config.to_dict(), metadata=meta, parameters=net.num_parameters())
+    structure = structure_note(arch, net.config)
+    if structure:
+        info["structure"] = structure
     return net, info
+
+
+def structure_note(arch: str | None, config: SAPHNConfig) -> str | None:
+    """How a file's saved structure differs from its variant's structure today, or ``None``.
+
+    A weights file rebuilds exactly the network it was saved with (its config is in its
+    metadata), so a file written before a variant changed still loads. The note says so, in
+    the line the CLI prints, rather than letting it pass as today's variant.
+    """
+    from deblur_cli.models.variants import get_config, list_variants
+
+    if arch not in list_variants():
+        return None
+    today = get_config(arch).to_dict()
+    saved = config.to_dict()
+    changed = [f"{k} {saved[k]} (today {today[k]})" for k in today if k in saved and saved[k] != today[k]]
+    if not changed:
+        return None
+    return f"the {arch} structure it was saved with, not today's: " + ", ".join(changed)
 
 
 def _fetch_shards(path: str, ref: Any, token: str | None, label: str) -> None:

@@ -127,9 +127,9 @@ class SAPHNConfig:
         return cls(**d)  # type: ignore[arg-type]
 
 
-#: What a config dict without these fields was built with: the structure before the backbone
-#: followed Sec. 4.1 and DMPHN (no plain blocks, per-patch decoding, ReLUs after every
-#: transition). Weights files saved then (``saphn-s.synth``) rebuild exactly from their config.
+#: The values a config dict without these fields was built with (a weights file written before
+#: the fields existed, such as the shipped ``saphn-s.synth``): no plain blocks, per-patch decoding,
+#: ReLUs after every transition. Such files rebuild exactly from their config.
 LEGACY_VALUES: dict[str, object] = {
     "full_blocks": 0,
     "half_blocks": 0,
