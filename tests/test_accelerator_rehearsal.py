@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,27 @@ def test_train_sh_on_cpu_end_to_end(carried, tmp_path):
     assert state["run"]["history"][-1]["val_out"] == val["psnr_out"]
 
 
+def test_train_sh_still_runs_the_inference_check_after_a_failed_window(tmp_path):
+    """A window that fails (here: its recipe is missing) leaves the call its inference check,
+    and the script exits with the window's failure."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    cmd = ["bash", str(ROOT / "tools/accelerator/train.sh"), "--config", str(tmp_path / "missing.toml"),
+           "--device", "cpu", "--work", str(tmp_path / "work")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0 and "missing.toml" in proc.stderr
+    report = json.loads((out / "inference.json").read_text())
+    assert report["device"] == "cuda" and ("skipped" in report or "latency_720p" in report)
+
+
+def test_smoke_sh_gives_the_compile_probe_less_time_than_the_probe_has():
+    """``probe.py --compile`` times compilation in a child under ``--compile-limit``; a limit past
+    the probe's own ``timeout`` would lose the probe's report with it."""
+    text = (ROOT / "tools/accelerator/smoke.sh").read_text()
+    m = re.search(r"timeout (\d+) .*probe\.py.*--compile-limit (\d+)", text)
+    assert m is not None and int(m[2]) < int(m[1])
+
+
 def _run(tmp: Path, name: str, steps: int, photos: Path, **kw) -> RunState:
     return train(tmp / name, _tiny_cfg(), synthetic=photos / "train", steps=steps, log=lambda s: None, **kw)
 
@@ -131,6 +153,39 @@ def test_resume_from_weights_alone_warms_the_learning_rate_up(carried, tmp_path)
     assert lrs[0] == pytest.approx(learning_rate(cfg, 3) / 4)
     model, _ = load_model(weights=str(tmp_path / "c" / "final.safetensors"))
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_adam_state_reloads_in_the_layout_of_channels_last_parameters():
+    """Fused Adam (the trainer's on CUDA) resumed from a checkpoint's contiguous moments onto
+    channels-last parameters continues exactly as the optimizer that never stopped."""
+    from deblur_cli.training.trainer import _load_optimizer, _optimizer_tensors
+
+    x = torch.randn(2, 4, 9, 9, generator=torch.Generator().manual_seed(1))
+
+    def conv() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+
+    def steps(net: torch.nn.Module, opt: torch.optim.Optimizer, n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            net(x).square().mean().backward()
+            opt.step()
+
+    a = conv()
+    try:
+        opt_a = torch.optim.Adam(a.parameters(), lr=1e-2, fused=True)
+    except RuntimeError:
+        pytest.skip("this torch has no fused Adam on the CPU")
+    steps(a, opt_a, 2)
+    b = conv()
+    b.load_state_dict(a.state_dict())
+    tensors, meta = _optimizer_tensors(opt_a)  # contiguous, as save_checkpoint stores them
+    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2, fused=True)
+    _load_optimizer(opt_b, {k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(meta)))
+    steps(a, opt_a, 3)
+    steps(b, opt_b, 3)
+    torch.testing.assert_close(b.weight, a.weight, rtol=0, atol=0)
 
 
 def test_paper_width_run_fits_the_return_path_without_adam(tmp_path):

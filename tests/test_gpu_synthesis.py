@@ -184,6 +184,21 @@ def test_torch_pairs_batches_are_quantised_blurred_and_resumable(photo_dir):
     assert torch.equal(again[0], blur) and torch.equal(again[1], sharp)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run it on the accelerator)")
+def test_torch_pairs_batch_never_waits_for_the_gpu(photo_dir):
+    """A blocking host-to-device copy waits for all queued GPU work (a training step), so the
+    host could not prepare the next batch meanwhile: making a batch must not synchronise."""
+    settings = BlurSettings(defocus_prob=0.5, identity_prob=0.1, noise_prob=0.5, jpeg_prob=0.5)
+    src = TorchSyntheticPairs(photo_dir, crop=48, settings=settings, seed=3, device="cuda")
+    src.batch(12)  # the first batch initialises cuFFT plans and kernels
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        blur, _ = src.batch(12)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert blur.is_cuda and blur.shape == (12, 3, 48, 48)
+
+
 def test_torch_pairs_blur_as_much_as_the_reference(photo_dir):
     """Same settings, no noise or JPEG: the mean blur error of both samplers agrees to a factor 1.5."""
     from deblur_cli.data.datasets import SyntheticPairs

@@ -42,7 +42,7 @@ def quant_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
     scale = torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)[:, None, None]
     tables = []
     for base in (_LUMA, _CHROMA):
-        t = torch.tensor(base, dtype=torch.float32, device=quality.device).view(1, 8, 8)
+        t = torch.tensor(base, dtype=torch.float32).to(quality.device, non_blocking=True).view(1, 8, 8)
         tables.append(torch.floor((t * scale + 50.0) / 100.0).clamp(1.0, 255.0))
     return tables[0], tables[1]
 
@@ -52,7 +52,7 @@ def _dct_matrix(device: torch.device) -> Tensor:
     n = torch.arange(8, dtype=torch.float64)
     d = torch.cos((2 * n[None, :] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
     d[0] /= math.sqrt(2)
-    return d.float().to(device)
+    return d.float().to(device, non_blocking=True)
 
 
 def _code_plane(x: Tensor, table: Tensor) -> Tensor:

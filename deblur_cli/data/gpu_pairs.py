@@ -11,6 +11,10 @@ the random numbers differ, the distribution is the same.
 Per-sample choices (which photo, where, which blur) are drawn on the host by a CPU
 ``torch.Generator``, pixel noise on the device by a device generator; both states are part of
 :meth:`TorchSyntheticPairs.rng_state`, so a resumed run continues the same stream.
+
+The host's numbers go to the device with ``non_blocking=True`` (safe from ordinary host memory:
+the copy is staged before the call returns): a blocking copy waits for the GPU to finish all
+queued work, so the host could not prepare the next batch while a training step runs.
 """
 
 from __future__ import annotations
@@ -88,6 +92,10 @@ class TorchSyntheticPairs:
 
     # -- sampling ------------------------------------------------------------------------------
 
+    def _dev(self, t: Tensor) -> Tensor:
+        """A host tensor on the device, without waiting for the GPU (see the module docstring)."""
+        return t.to(self.device, non_blocking=True)
+
     def _u(self, n: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
         return lo + (hi - lo) * torch.rand(n, generator=self.host, dtype=torch.float64)
 
@@ -131,9 +139,9 @@ class TorchSyntheticPairs:
         sel = torch.nonzero(linear & ~identity).flatten()
         if len(sel):
             k = kernel_size(float(extent[sel].max()))
-            angles = self._u(len(sel), 0.0, 180.0).float().to(self.device)
-            kernels = line_psfs(extent[sel].float().to(self.device), angles, k)
-            out[sel.to(self.device)] = filter_per_sample(lin[sel.to(self.device)], kernels)
+            angles = self._dev(self._u(len(sel), 0.0, 180.0).float())
+            kernels = line_psfs(self._dev(extent[sel].float()), angles, k)
+            out[self._dev(sel)] = filter_per_sample(lin[self._dev(sel)], kernels)
         sel = torch.nonzero(~linear & ~identity).flatten()
         if len(sel):
             m = len(sel)
@@ -143,10 +151,10 @@ class TorchSyntheticPairs:
                                torch.randn(m, generator=self.host, dtype=torch.float64) ** 2 / 2], dim=1)  # fmt: skip
             mix = gam / gam.sum(dim=1, keepdim=True)
             centre = torch.stack([self._u(m, -0.5, 1.5) * side, self._u(m, -0.5, 1.5) * side], dim=1)
-            mats = shake_matrices(coef, mix, centre, (side, side), extent[sel], s.frames).to(self.device)
-            out[sel.to(self.device)] = warp_average(lin[sel.to(self.device)], mats)
+            mats = shake_matrices(coef, mix, centre, (side, side), extent[sel], s.frames)  # stays on the host
+            out[self._dev(sel)] = warp_average(lin[self._dev(sel)], mats)
         m, c = self.margin, self.crop
-        blurred = torch.where(identity.to(self.device).view(-1, 1, 1, 1), patch, linear_to_srgb(out))
+        blurred = torch.where(self._dev(identity).view(-1, 1, 1, 1), patch, linear_to_srgb(out))
         blurred, sharp = blurred[..., m : m + c, m : m + c], patch[..., m : m + c, m : m + c]
         blurred = self._noise_jpeg(blurred)
         return quantize(blurred).contiguous(), quantize(sharp).contiguous()
@@ -159,19 +167,19 @@ class TorchSyntheticPairs:
         s, m = self.settings, len(sel)
         radii = self._u(m, *s.defocus_radius).float()
         k = 2 * math.ceil(float(radii.max())) + 1
-        dev_sel = sel.to(self.device)
+        dev_sel = self._dev(sel)
         lin = srgb_to_linear(patch[dev_sel])
-        blurred = filter_per_sample(lin, disk_psfs(radii.to(self.device), k))
+        blurred = filter_per_sample(lin, disk_psfs(self._dev(radii), k))
         side = patch.shape[-1]
         whole = self._u(m) < 0.5
         angle = self._u(m, 0.0, 2 * math.pi)
         px, py = self._u(m, 0.2, 0.8) * side, self._u(m, 0.2, 0.8) * side
         coords = torch.arange(side, device=self.device, dtype=torch.float32)
-        cos_a, sin_a = (torch.cos(angle).float().to(self.device), torch.sin(angle).float().to(self.device))
-        dist = ((coords[None, None, :] - px.float().to(self.device)[:, None, None]) * cos_a[:, None, None]
-                + (coords[None, :, None] - py.float().to(self.device)[:, None, None]) * sin_a[:, None, None])  # fmt: skip
+        cos_a, sin_a = self._dev(torch.cos(angle).float()), self._dev(torch.sin(angle).float())
+        dist = ((coords[None, None, :] - self._dev(px.float())[:, None, None]) * cos_a[:, None, None]
+                + (coords[None, :, None] - self._dev(py.float())[:, None, None]) * sin_a[:, None, None])  # fmt: skip
         mask = (0.5 + dist / (0.1 * side)).clamp(0.0, 1.0)[:, None]
-        mask = torch.where(whole.to(self.device).view(-1, 1, 1, 1), torch.ones_like(mask), mask)
+        mask = torch.where(self._dev(whole).view(-1, 1, 1, 1), torch.ones_like(mask), mask)
         out = patch.clone()
         out[dev_sel] = linear_to_srgb(mask * blurred + (1.0 - mask) * lin)
         return out
@@ -184,12 +192,12 @@ class TorchSyntheticPairs:
         coded = self._u(n) < s.jpeg_prob
         lo, hi = s.jpeg_quality
         quality = torch.randint(lo, hi + 1, (n,), generator=self.host)
-        sel = torch.nonzero(noisy).flatten().to(self.device)
+        sel = self._dev(torch.nonzero(noisy).flatten())
         if len(sel):
             img = img.clone()
-            img[sel] = add_noise(img[sel], sigma.to(self.device)[sel], shot.to(self.device)[sel], self.gen)
-        sel = torch.nonzero(coded).flatten().to(self.device)
+            img[sel] = add_noise(img[sel], self._dev(sigma)[sel], self._dev(shot)[sel], self.gen)
+        sel = self._dev(torch.nonzero(coded).flatten())
         if len(sel):
             img = img.clone()
-            img[sel] = jpeg_round_trip(img[sel], quality.to(self.device)[sel])
+            img[sel] = jpeg_round_trip(img[sel], self._dev(quality)[sel])
         return img

@@ -204,7 +204,8 @@ def warp_average(x: Tensor, mats: Tensor) -> Tensor:
     to_norm = torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0], [0.0, 0.0, 1.0]],
                            dtype=torch.float64)  # fmt: skip
     from_norm = torch.linalg.inv(to_norm)
-    theta = (to_norm[:2] @ torch.cat([inv, _last_row(inv)], dim=-2) @ from_norm).to(x.device, x.dtype)
+    theta = to_norm[:2] @ torch.cat([inv, _last_row(inv)], dim=-2) @ from_norm
+    theta = theta.to(x.device, x.dtype, non_blocking=True)  # not waiting for the GPU's queue
     acc = torch.zeros_like(x)
     for f in range(frames):
         grid = F.affine_grid(theta[:, f], [b, c, h, w], align_corners=False)

@@ -154,6 +154,13 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
 def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     state = {int(i): {k: tensors[f"optim.{i}.{k}"] for k in keys} for i, keys in meta["state"].items()}
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # The moments are saved contiguous; a channels-last parameter needs them in its own layout:
+    # fused Adam reads parameter and moments as flat memory (on CUDA it refuses differing
+    # strides, on the CPU it mixes up the elements).
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 @dataclass

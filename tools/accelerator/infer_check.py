@@ -146,16 +146,15 @@ def latency(deadline: float, device: str = "cuda") -> dict:
             dev = torch.device(dev_name)
             net = model.to(dev).eval()
             inp = x.to(dev)
-            if mode == "fp16":
-                net, inp = net.half(), inp.half()
-            ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if mode == "bf16" else torch.no_grad()
+            # As the torch backend runs --fp16 and --bf16: autocast over float32 weights (a
+            # wholly half model is not a path `deblur image` has).
+            low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
+            ctx = torch.autocast(dev.type, dtype=low) if low is not None else torch.no_grad()
             # A CPU run of saphn at 720p takes seconds: one warm-up and one timed run there.
             cpu = dev_name == "cpu"
             with torch.no_grad(), ctx:
                 seconds = _time(lambda net=net, inp=inp: net(inp), dev, repeat=1 if cpu else 5, warmup=1 if cpu else 2)
                 y = net(inp).float().cpu()
-            if mode == "fp16":
-                net.float()
             results[name][key] = {"seconds": round(seconds, 4), "finite": bool(torch.isfinite(y).all())}
             print(f"latency {name} {key}: {results[name][key]}", flush=True)
     return results

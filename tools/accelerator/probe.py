@@ -116,6 +116,11 @@ def main() -> int:
         print(json.dumps(time_steps(args.model, args.crop, args.batch, dev, bf16, False, True)))
         return 0
     report: dict = {"model": args.model, "crop": args.crop, "batch": args.batch, "device": str(dev)}
+
+    def keep() -> None:  # after each setting: a probe stopped by its caller's time limit keeps the rest
+        if args.out is not None:
+            merge_into_summary(args.out, "probe", report)
+
     for name, amp, cl in (("fp32_tf32", "off", False), ("bf16", bf16, False), ("bf16_channels_last", bf16, True)):
         try:
             report[name] = time_steps(args.model, args.crop, args.batch, dev, amp, cl, False)
@@ -125,6 +130,7 @@ def main() -> int:
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         print(f"{name}: {report[name]}", flush=True)
+        keep()
     if args.compile:
         cmd = [sys.executable, __file__, "--only-compile", "--model", args.model, "--crop", str(args.crop),
                "--batch", str(args.batch), "--device", args.device]  # fmt: skip
@@ -138,13 +144,13 @@ def main() -> int:
             report["bf16_compile"] = {"error": f"not compiled within {args.compile_limit:.0f} s"}
         report["bf16_compile"]["wall_s"] = round(time.time() - t, 1)
         print(f"bf16_compile: {report['bf16_compile']}", flush=True)
+        keep()
     if args.photos.is_dir():
         report["synthesis"] = time_synthesis(args.photos, args.crop, args.batch, dev)
         print(f"synthesis: {report['synthesis']}", flush=True)
     timed = {k: v["s_per_step"] for k, v in report.items() if isinstance(v, dict) and "s_per_step" in v}
     report["fastest"] = min(timed, key=timed.get) if timed else None
-    if args.out is not None:
-        merge_into_summary(args.out, "probe", report)
+    keep()
     print(json.dumps(report), flush=True)
     return 0
 

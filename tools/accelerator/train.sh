@@ -19,9 +19,13 @@ args=()
 for a in "$@"; do
     if [[ "$a" == "--no-infer-check" ]]; then infer=0; else args+=("$a"); fi
 done
+# A failed window must not cost the call its inference check (it needs no trained weights):
+# its exit status is kept and returned at the end.
+status=0
 "$python" -m deblur_cli.training.window --config configs/train/gpu-saphn-s.toml --photos data/carry/photos \
-    --out "$out" "${args[@]}"
+    --out "$out" "${args[@]}" || status=$?
 if [[ "$infer" == 1 ]]; then
     # A failed check must not lose the trained weights already in $OUT: report it and go on.
     timeout 150 "$python" tools/accelerator/infer_check.py --out "$out" || echo "inference check failed (exit $?)"
 fi
+exit "$status"
