@@ -145,6 +145,60 @@ def test_uris_survive_the_cli():
     assert resolve("s3://bucket/in?endpoint_override=http://127.0.0.1:9&scheme=http").uri == "s3://bucket/in"
 
 
+def test_partials_of_interrupted_writes_are_removed(tmp_path):
+    from deblur_cli.distributed.storage import remove_partials
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    for name in ("a.png", ".a.png.k2x9q1zz.part", "sub/.d.png.abc_1234.part", ".hidden.png", ".notes.txt.abcd1234.part"):
+        (out / name).write_bytes(b"x")
+    assert remove_partials(resolve(str(out)), ["a.png", "sub/d.png", "b.png"]) == 2
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        ".hidden.png", ".notes.txt.abcd1234.part", "a.png"
+    ]
+
+
+def test_an_unreachable_store_is_one_line(tiny_weights, tmp_path):
+    """pyarrow's OSError for a store that does not answer becomes a DeblurError naming the folder on
+    the driver, and a failed row (not a crashed batch) on a worker."""
+    import socket
+
+    from pyarrow.fs import AwsStandardS3RetryStrategy, S3FileSystem
+
+    from deblur_cli.distributed import deblur_dataset
+    from deblur_cli.distributed.worker import DeblurWorker
+
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        fs = S3FileSystem(access_key="t", secret_key="t", region="us-east-1", scheme="http",
+                          endpoint_override=f"127.0.0.1:{closed.getsockname()[1]}",
+                          retry_strategy=AwsStandardS3RetryStrategy(max_attempts=1))  # fmt: skip
+        with pytest.raises(DeblurError, match=r"^s3://photos/in: cannot reach this location \("):
+            deblur_dataset("s3://photos/in", "s3://photos/out", filesystem=fs)
+        _image(tmp_path / "in" / "a.png")
+        worker = DeblurWorker(resolve(str(tmp_path / "in")), resolve("s3://photos/out", fs),
+                              {"model": "saphn-tiny", "weights": str(tiny_weights)})  # fmt: skip
+        rows = worker({"rel": np.array(["a.png"]), "out_rel": np.array(["a.png"])})
+    assert list(rows["status"]) == ["failed"] and "s3://photos/out: cannot reach" in rows["message"][0]
+
+
+def test_an_unreachable_cluster_is_one_line_and_writes_nothing(cli, tiny_weights, tmp_path):
+    """Checked before the manifest is written (ray.init would retry the address for minutes)."""
+    import socket
+
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()  # runs before the module's cluster starts
+    src, out = _many(tmp_path / "in", 1, 16), tmp_path / "out"
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        start = time.monotonic()
+        result = cli(*_cli_args(src, out, tiny_weights, "--ray", address))
+    assert result.exit_code != 0 and time.monotonic() - start < 30
+    assert str(result.exception) == f"cannot connect to the Ray cluster at {address}: Connection refused"
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ on a cluster
 
 @pytest.fixture(scope="module")

@@ -312,6 +312,17 @@ def test_frames_folder_upright_and_exact(tmp_path, plain):
         deblur_video(plain, src, None, frames_dir=tmp_path / "frames")
 
 
+def test_frames_overwritten_by_a_shorter_clip_leave_no_stale_frames(tmp_path, plain):
+    long, short, frames = tmp_path / "long.mp4", tmp_path / "short.mp4", tmp_path / "frames"
+    make_clip(long, 4, size=(32, 24), audio=False, rotation=0)
+    make_clip(short, 2, size=(32, 24), audio=False, rotation=0)
+    deblur_video(plain, long, None, frames_dir=frames)
+    (frames / "notes.txt").write_text("kept")
+    r = deblur_video(plain, short, None, frames_dir=frames, overwrite=True)
+    assert r.frames == 2
+    assert sorted(p.name for p in frames.iterdir()) == ["frame_000001.png", "frame_000002.png", "notes.txt"]
+
+
 # ------------------------------------------------------------------------ gate over time
 
 

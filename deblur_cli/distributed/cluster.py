@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +85,27 @@ def size_workers(node_cpus: list[float], gpus: float, *, device: str = "auto", w
     # Rounded down to Ray's resource unit (1e-4): rounding up could ask for more than there is.
     num_cpus = math.floor(min(float(threads), total / count) * 1e4) / 1e4
     return WorkerSpec(count, num_cpus, 0.0, threads, "cpu" if device == "auto" else device)
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in one line when the cluster at ``HOST:PORT`` (``address``, or ``RAY_ADDRESS`` for
+    ``auto``) does not answer: ``ray.init`` would retry it for minutes. Other forms
+    (``local``, ``ray://...``, none) are left to Ray.
+
+    Raises:
+        DeblurError: nothing accepts a connection at that address.
+    """
+    if address in (None, "", "auto"):
+        address = os.environ.get("RAY_ADDRESS") or None
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # ray.init says what is wrong with it
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DeblurError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deblur_cli.distributed.cluster import WorkerSpec, cluster_resources, ray_session, size_workers
+from deblur_cli.distributed.cluster import WorkerSpec, check_reachable, cluster_resources, ray_session, size_workers
 from deblur_cli.distributed.manifest import ManifestWriter, action_of, job_fingerprint, make_row, read_manifest
 from deblur_cli.distributed.plan import Task, Triage, default_output, plan, triage
 from deblur_cli.distributed.storage import existing, remove_partials, resolve
@@ -147,9 +147,11 @@ def deblur_dataset(
         )
     if triaged.run:
         try:  # before anything is written
-            import ray  # noqa: F401
+            import ray
         except ImportError:
             raise DeblurError('--ray needs Ray: pip install "deblur-cli[ray]"') from None
+        if not ray.is_initialized():  # (ray_session then uses the Ray of this process)
+            check_reachable(address)
     remove_partials(dst_loc, [t.out_rel for t in tasks])
 
     def paths(rel: str, out_rel: str) -> tuple[Path, Path]:

@@ -19,6 +19,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,24 +129,35 @@ def _fsspec(uri: str, first: Exception) -> tuple[Any, str]:
 # ------------------------------------------------------------------------------- listing
 
 
+@contextmanager
+def _remote(loc: Location) -> Iterator[None]:
+    """pyarrow's ``OSError`` (store unreachable, no credentials, access denied) as one line naming ``loc``."""
+    try:
+        yield
+    except OSError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise DeblurError(f"{loc.uri}: cannot reach this location ({first})") from None
+
+
 def list_files(loc: Location, recursive: bool) -> list[str]:
     """Paths of the files under ``loc`` relative to it (POSIX), sorted.
 
     Raises:
-        DeblurError: ``loc`` does not exist or is a file.
+        DeblurError: ``loc`` does not exist, is a file, or cannot be reached.
     """
     from pyarrow import fs as pafs
 
-    info = loc.fs.get_file_info(loc.path)
+    with _remote(loc):
+        info = loc.fs.get_file_info(loc.path)
     if info.type == pafs.FileType.NotFound:
         raise DeblurError(f"{loc.uri}: no such folder")
     if info.type == pafs.FileType.File:
         raise DeblurError(f"{loc.uri}: is a file, not a folder (use `deblur image` for one image)")
     selector = pafs.FileSelector(loc.path, recursive=recursive, allow_not_found=True)
     base = loc.path.rstrip("/") + "/"
-    return sorted(
-        i.path[len(base) :] for i in loc.fs.get_file_info(selector) if i.type == pafs.FileType.File and i.path.startswith(base)
-    )
+    with _remote(loc):
+        infos = loc.fs.get_file_info(selector)
+    return sorted(i.path[len(base) :] for i in infos if i.type == pafs.FileType.File and i.path.startswith(base))
 
 
 def existing(loc: Location, rels: list[str]) -> set[str]:
@@ -156,7 +169,8 @@ def existing(loc: Location, rels: list[str]) -> set[str]:
         return {r for r in rels if os.path.exists(loc.join(r))}
     from pyarrow import fs as pafs
 
-    info = loc.fs.get_file_info(loc.path)
+    with _remote(loc):
+        info = loc.fs.get_file_info(loc.path)
     if info.type != pafs.FileType.Directory:
         return set()
     present = set(list_files(loc, recursive=True))
@@ -164,12 +178,17 @@ def existing(loc: Location, rels: list[str]) -> set[str]:
 
 
 def exists(loc: Location, rel: str) -> bool:
-    """Whether ``rel`` exists under ``loc``."""
+    """Whether ``rel`` exists under ``loc``.
+
+    Raises:
+        DeblurError: a remote ``loc`` cannot be reached.
+    """
     if loc.local:
         return os.path.exists(loc.join(rel))
     from pyarrow import fs as pafs
 
-    return bool(loc.fs.get_file_info(loc.join(rel)).type != pafs.FileType.NotFound)
+    with _remote(loc):
+        return bool(loc.fs.get_file_info(loc.join(rel)).type != pafs.FileType.NotFound)
 
 
 def remove_partials(loc: Location, rels: list[str]) -> int:
@@ -203,7 +222,8 @@ def _entries(loc: Location, folder: str) -> list[str]:
     from pyarrow import fs as pafs
 
     selector = pafs.FileSelector(loc.join(folder) if folder else loc.path, allow_not_found=True)
-    return [i.base_name for i in loc.fs.get_file_info(selector)]
+    with _remote(loc):
+        return [i.base_name for i in loc.fs.get_file_info(selector)]
 
 
 def _delete(loc: Location, rel: str) -> None:

@@ -125,7 +125,12 @@ class DeblurWorker:
                 if isinstance(fetched[i], DeblurError):
                     rows[i] = self._row(rel, out, "failed", str(fetched[i]))
                     continue
-                if not self.dst.local and not self.overwrite and exists(self.dst, out):
+                try:
+                    present = not self.dst.local and not self.overwrite and exists(self.dst, out)
+                except DeblurError as exc:  # the store did not answer: this file fails, the batch goes on
+                    rows[i] = self._row(rel, out, "failed", str(exc))
+                    continue
+                if present:
                     rows[i] = self._row(rel, out, "skipped", "output exists")
                     continue
                 src_path = str(fetched[i]) if fetched[i] is not None else self.src.join(rel)

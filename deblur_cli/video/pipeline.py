@@ -203,6 +203,8 @@ class _Run:
                     raise DeblurError(f"{job.dst}: already exists (use --overwrite to replace it)")
                 os.replace(tmp, job.dst)
                 tmp = None
+            if job.frames_dir is not None and self.overwrite:
+                _remove_stale_frames(job.frames_dir, self.result.frames)
         except _Stopped:
             raise (self.errors[0] if self.errors else DeblurError(f"{job.src}: stopped")) from None
         finally:
@@ -394,6 +396,15 @@ class _Run:
             if self.progress is not None:
                 res.seconds = time.perf_counter() - start
                 self.progress(res)
+
+
+def _remove_stale_frames(frames_dir: Path, count: int) -> None:
+    """Delete ``frame_N.png`` with ``N > count``: an earlier, longer clip's frames replaced with
+    ``overwrite`` would otherwise follow this clip's in the folder."""
+    for p in frames_dir.glob("frame_*.png"):
+        number = p.stem[len("frame_") :]
+        if number.isdigit() and int(number) > count:
+            p.unlink(missing_ok=True)
 
 
 def _blend(blurred: np.ndarray, deblurred: np.ndarray, gate: FrameGate) -> np.ndarray:
