@@ -8,6 +8,7 @@ refuses plans that would replace an input or write two files to one path.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from deblur_cli.errors import DeblurError
@@ -95,35 +96,10 @@ def plan_folder(
     from deblur_cli.io.images import INPUT_EXTENSIONS, OUTPUT_FORMATS
 
     in_dir = Path(input_dir)
-    if not in_dir.exists():
-        raise DeblurError(f"{in_dir}: no such folder")
-    if not in_dir.is_dir():
-        raise DeblurError(f"{in_dir}: is a file, not a folder (use `deblur image` for one image)")
-    out_dir = folder_output_root(in_dir, output_dir)
-    in_res, out_res = in_dir.resolve(), out_dir.resolve()
-    same = in_res == out_res
-    if suffix is None:
-        suffix = "_deblurred" if same else ""
-    if same and not suffix:
-        raise DeblurError(
-            "the output folder is the input folder: give a non-empty --suffix so inputs are never replaced"
-        )
-    if ext is not None:
-        ext = "." + ext.lower().lstrip(".")
-        if ext not in OUTPUT_FORMATS:
-            raise DeblurError(f"cannot write {ext} files; use one of {', '.join(sorted(OUTPUT_FORMATS))}")
-    out_inside = not same and out_res.is_relative_to(in_res)
-
-    candidates = in_dir.rglob("*") if recursive else in_dir.iterdir()
+    out_dir, suffix, ext = check_folder_options(in_dir, output_dir, suffix, ext)
     jobs: list[tuple[Path, Path]] = []
-    for src in sorted(candidates):
+    for src in scan_folder(in_dir, out_dir, recursive=recursive, suffix=suffix, extensions=INPUT_EXTENSIONS):
         rel = src.relative_to(in_dir)
-        if any(part.startswith(".") for part in rel.parts) or src.suffix.lower() not in INPUT_EXTENSIONS:
-            continue
-        if not src.is_file() or (out_inside and src.resolve().is_relative_to(out_res)):
-            continue
-        if same and src.stem.endswith(suffix):
-            continue  # an output of an earlier run
         out_ext = ext or (src.suffix.lower() if src.suffix.lower() in OUTPUT_FORMATS else ".png")
         jobs.append((src, out_dir / rel.parent / f"{src.stem}{suffix}{out_ext}"))
     if not jobs:
@@ -139,3 +115,60 @@ def plan_folder(
             raise DeblurError(f"{seen[key]} and {src} would both be written to {dst}; use --ext or --suffix")
         seen[key] = src
     return jobs
+
+
+def check_folder_options(
+    in_dir: Path, output_dir: str | os.PathLike[str] | None, suffix: str | None, ext: str | None
+) -> tuple[Path, str, str | None]:
+    """What :func:`plan_folder` checks before it looks for files (also used for videos).
+
+    Returns:
+        ``(output folder, suffix, ext)``: the suffix decided (``"_deblurred"`` when writing
+        into ``in_dir``), ``ext`` as ``".png"`` or ``None``.
+
+    Raises:
+        DeblurError: missing input folder, a file given as the folder, writing into the input
+            folder with an empty suffix, an unknown ``ext``.
+    """
+    from deblur_cli.io.images import OUTPUT_FORMATS
+
+    if not in_dir.exists():
+        raise DeblurError(f"{in_dir}: no such folder")
+    if not in_dir.is_dir():
+        raise DeblurError(f"{in_dir}: is a file, not a folder (use `deblur image` for one image)")
+    out_dir = folder_output_root(in_dir, output_dir)
+    same = in_dir.resolve() == out_dir.resolve()
+    if suffix is None:
+        suffix = "_deblurred" if same else ""
+    if same and not suffix:
+        raise DeblurError(
+            "the output folder is the input folder: give a non-empty --suffix so inputs are never replaced"
+        )
+    if ext is not None:
+        ext = "." + ext.lower().lstrip(".")
+        if ext not in OUTPUT_FORMATS:
+            raise DeblurError(f"cannot write {ext} files; use one of {', '.join(sorted(OUTPUT_FORMATS))}")
+    return out_dir, suffix, ext
+
+
+def scan_folder(
+    in_dir: Path, out_dir: Path, *, recursive: bool, suffix: str, extensions: Iterable[str]
+) -> list[Path]:
+    """Input files under ``in_dir`` with one of ``extensions`` (lower case), sorted: no hidden files
+    or folders, nothing inside the output folder, and, when writing into ``in_dir``, no earlier
+    outputs (names ending in ``suffix``)."""
+    in_res, out_res = in_dir.resolve(), out_dir.resolve()
+    same = in_res == out_res
+    out_inside = not same and out_res.is_relative_to(in_res)
+    wanted = frozenset(extensions)
+    found = []
+    for src in sorted(in_dir.rglob("*") if recursive else in_dir.iterdir()):
+        rel = src.relative_to(in_dir)
+        if any(part.startswith(".") for part in rel.parts) or src.suffix.lower() not in wanted:
+            continue
+        if not src.is_file() or (out_inside and src.resolve().is_relative_to(out_res)):
+            continue
+        if same and src.stem.endswith(suffix):
+            continue  # an output of an earlier run
+        found.append(src)
+    return found

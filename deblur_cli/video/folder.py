@@ -20,25 +20,6 @@ from deblur_cli.video.formats import VIDEO_EXTENSIONS
 _KEPT = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 
 
-def _scan(in_dir: Path, out_dir: Path, recursive: bool, suffix: str, extensions: frozenset[str]) -> list[Path]:
-    """Files under ``in_dir`` with one of ``extensions``, by the rules of ``plan_folder``: no hidden
-    files or folders, nothing inside the output folder, no earlier outputs when writing in place."""
-    in_res, out_res = in_dir.resolve(), out_dir.resolve()
-    same = in_res == out_res
-    out_inside = not same and out_res.is_relative_to(in_res)
-    found = []
-    for src in sorted(in_dir.rglob("*") if recursive else in_dir.iterdir()):
-        rel = src.relative_to(in_dir)
-        if any(part.startswith(".") for part in rel.parts) or src.suffix.lower() not in extensions:
-            continue
-        if not src.is_file() or (out_inside and src.resolve().is_relative_to(out_res)):
-            continue
-        if same and suffix and src.stem.endswith(suffix):
-            continue
-        found.append(src)
-    return found
-
-
 def plan_media(
     input_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str] | None = None,
@@ -55,17 +36,13 @@ def plan_media(
         DeblurError: as ``plan_folder`` (an empty folder says that it looked for videos too), or a
             video output that would replace an input or another output.
     """
-    from deblur_cli.inference import folder_output_root, plan_folder
+    from deblur_cli.inference.planning import check_folder_options, plan_folder, scan_folder
     from deblur_cli.io.images import INPUT_EXTENSIONS
 
     in_dir = Path(input_dir)
-    if not in_dir.is_dir():
-        return plan_folder(in_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext), []  # its error
-    out_dir = folder_output_root(in_dir, output_dir)
-    same = in_dir.resolve() == out_dir.resolve()
-    sfx = ("_deblurred" if same else "") if suffix is None else suffix
-    videos = _scan(in_dir, out_dir, recursive, sfx, VIDEO_EXTENSIONS)
-    if not videos or _scan(in_dir, out_dir, recursive, sfx, frozenset(INPUT_EXTENSIONS)):
+    out_dir, sfx, _ = check_folder_options(in_dir, output_dir, suffix, ext)
+    videos = scan_folder(in_dir, out_dir, recursive=recursive, suffix=sfx, extensions=VIDEO_EXTENSIONS)
+    if not videos or scan_folder(in_dir, out_dir, recursive=recursive, suffix=sfx, extensions=INPUT_EXTENSIONS):
         try:
             images = plan_folder(in_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
         except DeblurError as exc:
@@ -73,8 +50,7 @@ def plan_media(
                 raise
             raise DeblurError(f"{exc}, or videos ({', '.join(sorted(VIDEO_EXTENSIONS))})") from None
     else:
-        plan_folder_checks(in_dir, output_dir, suffix, ext)
-        images = []
+        images = []  # a folder of videos only: check_folder_options made plan_folder's checks
     jobs = []
     for src in videos:
         rel = src.relative_to(in_dir)
@@ -90,24 +66,6 @@ def plan_media(
             raise DeblurError(f"{taken[key]} and {src} would both be written to {dst}; use --suffix")
         taken[key] = src
     return images, jobs
-
-
-def plan_folder_checks(
-    in_dir: Path, output_dir: str | os.PathLike[str] | None, suffix: str | None, ext: str | None
-) -> None:
-    """The checks ``plan_folder`` makes before it looks for images (a folder of videos only skips it)."""
-    from deblur_cli.inference import folder_output_root
-    from deblur_cli.io.images import OUTPUT_FORMATS
-
-    same = in_dir.resolve() == folder_output_root(in_dir, output_dir).resolve()
-    if same and suffix == "":
-        raise DeblurError(
-            "the output folder is the input folder: give a non-empty --suffix so inputs are never replaced"
-        )
-    if ext is not None and "." + ext.lower().lstrip(".") not in OUTPUT_FORMATS:
-        raise DeblurError(
-            f"cannot write .{ext.lower().lstrip('.')} files; use one of {', '.join(sorted(OUTPUT_FORMATS))}"
-        )
 
 
 def run_videos(
