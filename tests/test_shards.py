@@ -143,3 +143,53 @@ def test_published_sharded_entry_downloads_every_shard(fake_hub: FakeHub, tiny, 
     fetched = {r.path.rsplit("/", 1)[-1] for r in fake_hub.resolve_requests()}
     assert {f.name for f in shards} <= fetched
     torch.testing.assert_close(_out(model), _out(tiny), rtol=0, atol=0)
+
+
+def test_register_refuses_a_damaged_shard(tiny, tmp_path):
+    """The registry records the index's sha256, which pins every shard: a shard that no longer
+    matches it must not be recorded (or bundled) under that digest."""
+    reg_path = write_registry(tmp_path / "weights", [entry("saphn-tiny.base")])
+    index = save_weights_sharded(tiny, tmp_path / "run", "saphn-tiny", max_shard_bytes=290 * 1024)
+    last = shard_files(index)[-1]
+    last.write_bytes(last.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DeblurError, match="does not match the sha256"):
+        update_entry("saphn-tiny.gpu", index, path=reg_path, bundled="saphn-tiny.gpu")
+    last.unlink()
+    with pytest.raises(DeblurError, match="is missing"):
+        update_entry("saphn-tiny.gpu", index, path=reg_path)
+    assert "saphn-tiny.gpu" not in load_registry(reg_path).entries
+    assert not (tmp_path / "weights" / "saphn-tiny.gpu").exists()
+
+
+def test_cli_publishes_a_sharded_set_in_one_commit(cli, fake_hub: FakeHub, tiny, tmp_path, monkeypatch):
+    """``deblur weights publish --file SET --record`` uploads the index and every shard in one
+    commit under the Hub's index name, records that commit, and the entry then downloads and
+    loads from the Hub like any other."""
+    index = save_weights_sharded(tiny, tmp_path / "run", "saphn-tiny", max_shard_bytes=290 * 1024)
+    shards = shard_files(index)
+    assert len(shards) >= 2
+    reg_path = write_registry(tmp_path / "weights", [entry("saphn-tiny.pub", repo_id=None)])
+    use_registry(monkeypatch, reg_path)
+    res = cli("weights", "publish", "saphn-tiny.pub", "--repo", "deblur-test/sharded", "--file", tmp_path / "run",
+              "--token", "hf_w", "--record")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    commit = res.output.split("commit: ", 1)[1].split()[0]
+    repo = fake_hub.repos["deblur-test/sharded"]
+    assert repo.branches["main"] == commit
+    assert set(repo.commits[commit]) == {INDEX_NAME, *(f.name for f in shards)}
+    assert len(repo.commits) == 2  # the empty initial commit and ours: one commit for the whole set
+    e = load_registry(reg_path).get("saphn-tiny.pub")
+    assert (e.filename, e.revision, e.sha256, e.published) == (INDEX_NAME, commit, sha256_file(index), True)
+    model, info = load_model("saphn-tiny.pub")
+    assert info["source"] == "download"
+    torch.testing.assert_close(_out(model), _out(tiny), rtol=0, atol=0)
+
+
+def test_publish_refuses_a_damaged_set_before_uploading(cli, fake_hub: FakeHub, tiny, tmp_path, monkeypatch):
+    index = save_weights_sharded(tiny, tmp_path / "run", "saphn-tiny", max_shard_bytes=290 * 1024)
+    first = shard_files(index)[0]
+    first.write_bytes(b"\0" + first.read_bytes()[1:])
+    use_registry(monkeypatch, write_registry(tmp_path / "weights", [entry("saphn-tiny.pub", repo_id=None)]))
+    res = cli("weights", "publish", "saphn-tiny.pub", "--repo", "deblur-test/bad", "--file", index, "--token", "hf_w")
+    assert isinstance(res.exception, DeblurError) and "does not match the sha256" in str(res.exception)
+    assert "deblur-test/bad" not in fake_hub.repos and [r for r in fake_hub.requests if r.method == "POST"] == []

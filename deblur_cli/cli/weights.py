@@ -232,7 +232,11 @@ def publish(
     repo: Annotated[str, typer.Option("--repo", help="Hub model repository owner/name (created if missing).")],
     file: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--file", help="Weights to upload (default: the entry's bundled file).", show_default=False),
+        typer.Option(
+            "--file",
+            help="Weights to upload: a file, or a sharded set's index or folder (default: the entry's bundled weights).",
+            show_default=False,
+        ),
     ] = None,
     revision: Annotated[
         Optional[str],  # noqa: UP045
@@ -255,14 +259,18 @@ def publish(
     """
     from deblur_cli.hub import download as hub
     from deblur_cli.hub.registry import load_registry, update_entry, weights_dir
+    from deblur_cli.hub.shards import INDEX_NAME, is_sharded
 
     reg = load_registry(registry)
     entry = reg.get(name)
     src = file if file is not None else reg.bundled_path(entry)
     if src is None:
         raise DeblurError(f"{name} has no bundled file: pass the weights to upload with --file PATH")
-    if not Path(src).is_file():
+    sharded = is_sharded(src)
+    if not (sharded or Path(src).is_file()):
         raise DeblurError(f"weights file not found: {src}")
+    # A sharded set goes up as its index (plus shards) under the Hub's index name.
+    filename = INDEX_NAME if sharded and not entry.filename.endswith(".index.json") else entry.filename
     card_path = None
     if card:
         folder = reg.path.parent if reg.path is not None else weights_dir()
@@ -272,7 +280,7 @@ def publish(
     result = hub.publish(
         src,
         repo,
-        filename=entry.filename,
+        filename=filename,
         arch=entry.arch,
         revision=revision,
         private=private,
@@ -280,10 +288,10 @@ def publish(
         commit_message=message,
         card=card_path,
     )
-    typer.echo(f"uploaded {src} to {repo}/{entry.filename} (sha256 {result.sha256})")
+    typer.echo(f"uploaded {src} to {repo}/{filename} (sha256 {result.sha256})")
     typer.echo(f"commit: {result.commit}")
     if record:
         update_entry(name, src, path=registry, repo_id=repo, revision=result.commit, published=True)
-        typer.echo(f"recorded in {reg.path}: {name} -> hf://{repo}/{entry.filename}@{result.commit}")
+        typer.echo(f"recorded in {reg.path}: {name} -> hf://{repo}/{filename}@{result.commit}")
     else:
         typer.echo(f"pin it: deblur weights register {src} --name {name} --repo {repo} --revision {result.commit}")

@@ -108,10 +108,25 @@ def resolve(where: str | os.PathLike[str], filesystem: Any = None) -> Location:
     try:
         from pyarrow import fs as pafs
 
-        fs, path = pafs.FileSystem.from_uri(text)
+        fs, path = pafs.FileSystem.from_uri(_single_put(text, scheme))
     except (ValueError, OSError, ImportError) as exc:
         fs, path = _fsspec(text, exc)
     return Location(path=path.rstrip("/"), uri=_public(text).rstrip("/"), fs=fs, scheme=scheme)
+
+
+def _single_put(uri: str, scheme: str) -> str:
+    """``uri`` with ``allow_delayed_open=true`` for S3, unless the user chose otherwise.
+
+    Without it pyarrow uploads every object, however small, as a multipart upload: three
+    requests (create, part, complete) where one ``PutObject`` does, and the completion step
+    is where S3-compatible servers differ most (moto has answered it with an empty error).
+    With it, objects under one part go up in a single atomic ``PutObject``; larger ones are
+    still multipart. The cost is that errors such as a missing bucket surface when the stream
+    closes, which :func:`_put` reports the same way.
+    """
+    if scheme != "s3" or re.search(r"[?&]allow_delayed_open=", uri):
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}allow_delayed_open=true"
 
 
 def _fsspec(uri: str, first: Exception) -> tuple[Any, str]:

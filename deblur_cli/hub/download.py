@@ -23,6 +23,7 @@ from typing import Any
 
 from deblur_cli.errors import DeblurError
 from deblur_cli.hub.registry import Registry, WeightsEntry, read_safetensors_metadata, sha256_file
+from deblur_cli.hub.shards import index_metadata, index_path, is_sharded, set_size, verify_shards
 
 HF_SCHEME = "hf://"
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -274,19 +275,35 @@ def publish(
     commit_message: str | None = None,
     card: str | os.PathLike[str] | None = None,
 ) -> Published:
-    """Upload a weights file (and optionally a model card as ``README.md``) to a Hub model repo.
+    """Upload weights (and optionally a model card as ``README.md``) to a Hub model repo, in one commit.
 
-    The repository is created if needed (``private`` applies only then); ``revision`` is a branch
+    ``file`` is a safetensors file, or a sharded set (its index or folder,
+    :mod:`deblur_cli.hub.shards`): then the index goes up as ``filename`` (which must end in
+    ``.index.json``) and every shard beside it, each checked against the index first. The
+    repository is created if needed (``private`` applies only then); ``revision`` is a branch
     (created from ``main`` if missing), default ``main``.
 
     Returns:
-        The commit that holds the file: record it as the registry entry's ``revision``.
+        The commit that holds the files: record it as the registry entry's ``revision``. For a
+        sharded set, ``sha256`` and ``size`` are the index's digest and the whole set's bytes.
 
     Raises:
-        DeblurError: not a safetensors file, wrong architecture, offline, or a Hub error.
+        DeblurError: not a safetensors file or set, a damaged shard, wrong architecture,
+            offline, or a Hub error.
     """
     src = Path(file)
-    meta = read_safetensors_metadata(src)
+    if is_sharded(src):
+        src = index_path(src)
+        if not filename.endswith(".index.json"):
+            raise DeblurError(f"{src} is a sharded set: its name in the repo must end in .index.json, not {filename!r}")
+        meta = index_metadata(src)
+        folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
+        uploads = [(filename, src)] + [(folder + s.name, s) for s in verify_shards(src)]
+        size = set_size(src)
+    else:
+        meta = read_safetensors_metadata(src)
+        uploads = [(filename, src)]
+        size = src.stat().st_size
     if arch is not None and meta.get("arch") != arch:
         raise DeblurError(f"{src} holds weights for arch {meta.get('arch')!r}, expected {arch!r}")
     if "config" not in meta:
@@ -294,34 +311,29 @@ def publish(
     if is_offline():
         raise DeblurError("cannot publish while offline mode is on (unset HF_HUB_OFFLINE)")
     digest = sha256_file(src)
-    from huggingface_hub import HfApi
+    if card is not None:
+        uploads.append(("README.md", Path(card)))
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=endpoint(), token=token or None, library_name="deblur-cli")
     ref = HfRef(repo_id, filename, revision)
+    shards = f" and {len(uploads) - 1 - (card is not None)} shards" if len(uploads) - (card is not None) > 1 else ""
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        if card is not None:
-            api.upload_file(
-                path_or_fileobj=str(card),
-                path_in_repo="README.md",
-                repo_id=repo_id,
-                revision=revision,
-                commit_message="Update model card",
-            )
-        info = api.upload_file(
-            path_or_fileobj=str(src),
-            path_in_repo=filename,
-            repo_id=repo_id,
+        # One commit for weights, shards and card: a pinned revision then holds a complete set.
+        info = api.create_commit(
+            repo_id,
+            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in uploads],
             revision=revision,
-            commit_message=commit_message or f"Upload {filename} (sha256 {digest[:12]})",
+            commit_message=commit_message or f"Upload {filename}{shards} (sha256 {digest[:12]})",
         )
     except DeblurError:
         raise
     except Exception as exc:  # one readable line, as for downloads
         raise _translate(exc, ref, str(ref), action="publish") from exc
-    return Published(repo_id, filename, info.oid, info.commit_url, digest, src.stat().st_size)
+    return Published(repo_id, filename, info.oid, info.commit_url, digest, size)
 
 
 def _digests(path: str) -> tuple[str, str]:

@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.hub.shards import INDEX_NAME, index_metadata, index_path, is_sharded, set_size, sha256_file, shard_files
+from deblur_cli.hub.shards import (
+    INDEX_NAME,
+    index_metadata,
+    index_path,
+    is_sharded,
+    set_size,
+    sha256_file,
+    shard_files,
+    verify_shards,
+)
 
 #: Package that holds the shipped weights folder (the repository's top-level ``weights/``).
 WEIGHTS_PACKAGE = "deblur_cli.weights"
@@ -306,6 +315,7 @@ def update_entry(
     entry = replace(entry, **changes)
     if file is not None and is_sharded(file):
         src = index_path(file)
+        verify_shards(src)  # the recorded index digest pins these shards: they must match it now
         meta = index_metadata(src)
         if meta.get("arch") != entry.arch:
             raise DeblurError(

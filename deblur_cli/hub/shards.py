@@ -176,6 +176,23 @@ def shard_files(path: str | os.PathLike[str]) -> list[Path]:
     return sorted(p.parent / name for name in set(read_index(p)["weight_map"].values()))
 
 
+def verify_shards(path: str | os.PathLike[str]) -> list[Path]:
+    """The shard files of a set, each checked to exist and to match the index's sha256.
+
+    Raises:
+        DeblurError: a shard is missing, damaged or replaced.
+    """
+    p = index_path(path)
+    digests = read_index(p)["metadata"]["sha256"]
+    for name in sorted(digests):
+        shard = p.parent / name
+        if not shard.is_file():
+            raise DeblurError(f"shard {name} of {p} is missing")
+        if sha256_file(shard) != digests[name]:
+            raise DeblurError(f"shard {shard} does not match the sha256 in {p.name}: damaged or replaced")
+    return [p.parent / name for name in sorted(digests)]
+
+
 def set_size(path: str | os.PathLike[str]) -> int:
     """Bytes of the index plus its shards on disk."""
     p = index_path(path)
@@ -198,14 +215,8 @@ def read_sharded(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
 
     p = index_path(path)
     index = read_index(p)
-    digests = index["metadata"]["sha256"]
     state: dict[str, torch.Tensor] = {}
-    for name in sorted(digests):
-        shard = p.parent / name
-        if not shard.is_file():
-            raise DeblurError(f"shard {name} of {p} is missing")
-        if sha256_file(shard) != digests[name]:
-            raise DeblurError(f"shard {shard} does not match the sha256 in {p.name}: damaged or replaced")
+    for shard in verify_shards(p):
         try:
             with safe_open(str(shard), framework="pt", device="cpu") as f:
                 state.update({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 - no __iter__
