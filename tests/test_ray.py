@@ -215,6 +215,48 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(tiny_weights, tmp
     assert not out.exists()
 
 
+def test_an_unknown_weights_name_fails_before_the_cluster_starts(tmp_path):
+    from deblur_cli.distributed import deblur_dataset
+
+    src, out = _many(tmp_path / "in", 1, 16), tmp_path / "out"
+    start = time.monotonic()
+    with pytest.raises(DeblurError, match=r"^unknown weights 'saphn-nope'"):
+        deblur_dataset(src, out, model="saphn-nope", address="127.0.0.1:9")
+    with pytest.raises(DeblurError, match=r"^unknown weights 'saphn-s\.nope'"):
+        deblur_dataset(src, out, model="saphn-s.nope", weights="w.safetensors", address="127.0.0.1:9")
+    assert time.monotonic() - start < 10 and not out.exists()
+
+
+def test_a_bare_ray_option_means_auto(tiny_weights, tmp_path):
+    """``--ray`` without a value is ``--ray auto``: here RAY_ADDRESS names a cluster that does
+    not answer, so the command must say so (and not take IN_DIR or -o for an address)."""
+    import socket
+
+    from deblur_cli.cli.folder import ray_default_value
+
+    assert ray_default_value(["in", "--ray"]) == ["in", "--ray", "auto"]
+    assert ray_default_value(["--ray", "-o", "out", "in"]) == ["--ray", "auto", "-o", "out", "in"]
+    assert ray_default_value(["--ray", "s3://b/in", "-o", "s3://b/out"])[:2] == ["--ray", "auto"]
+    assert ray_default_value(["--ray", "photos", "-r"])[:3] == ["--ray", "auto", "photos"]
+    for value in ("auto", "local", "LOCAL", "10.0.0.5:6379", "head-node.internal:6379", "[::1]:6379", "ray://h:10001"):
+        assert ray_default_value(["in", "--ray", value]) == ["in", "--ray", value]
+    assert ray_default_value(["--", "--ray"]) == ["--", "--ray"]  # after --, an argument like any other
+    assert ray_default_value(["in", "--ray=local"]) == ["in", "--ray=local"]
+
+    pytest.importorskip("ray")
+    src, out = _many(tmp_path / "in", 1, 16), tmp_path / "out"
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        args = [str(a) for a in ("folder", src, "--ray", "-o", out, "--weights", tiny_weights, "--model", "saphn-tiny")]
+        done = subprocess.run([sys.executable, "-m", "deblur_cli", *args], capture_output=True, text=True, timeout=120,
+                              check=False, env=dict(os.environ, RAY_ADDRESS=address))  # fmt: skip
+    assert done.returncode != 0
+    line = f"deblur: error: cannot connect to the Ray cluster at {address}: Connection refused"
+    assert done.stderr.strip().splitlines() == [line]
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ on a cluster
 
 @pytest.fixture(scope="module")

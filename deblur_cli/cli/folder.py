@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from deblur_cli.cli import options as opt
 from deblur_cli.cli.app import app
@@ -18,9 +21,35 @@ if TYPE_CHECKING:
 
 BATCH_PANEL = "Folder"
 RAY_PANEL = "Ray cluster (--ray)"
+#: What ``--ray`` takes as its value: auto, local, HOST:PORT ([v6]:PORT too) or ray://HOST:PORT.
+_RAY_VALUE = re.compile(r"(?i)^(auto|local|ray://\S+|\[[0-9a-f:.]+\]:\d+|[\w.-]+:\d+)$")
 
 
-@app.command("folder")
+def ray_default_value(args: list[str]) -> list[str]:
+    """``args`` with ``auto`` put after a bare ``--ray``, so that ``--ray`` alone means ``--ray auto``.
+
+    Click (and so Typer) has no option with an optional value. The token after ``--ray`` is its
+    value only if it reads as one (``auto``, ``local``, ``HOST:PORT``, ``ray://...``); anything
+    else (an option, a folder, an ``s3://`` URI, nothing) is left for the other parameters.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            return out + args[i + 1 :]
+        if arg == "--ray" and not (i + 1 < len(args) and _RAY_VALUE.match(args[i + 1])):
+            out.append("auto")
+    return out
+
+
+class _FolderCommand(TyperCommand):
+    """``deblur folder``'s command: a bare ``--ray`` becomes ``--ray auto`` before parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, ray_default_value(args))
+
+
+@app.command("folder", cls=_FolderCommand)
 def folder(
     input_dir: opt.InputDir,
     output_dir: Annotated[
@@ -96,7 +125,7 @@ def folder(
     block: opt.MapBlock = None,
     decoder: opt.MapDecoder = True,
     raw: opt.MapRaw = False,
-    ray: Annotated[Optional[str], typer.Option("--ray", metavar="auto|local|ADDRESS", help="Run on a Ray cluster: auto (RAY_ADDRESS or a running one, else local), local, or HOST:PORT. IN_DIR and -o may then be s3:// or gs:// URIs; a manifest in the output folder makes reruns resume.", rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
+    ray: Annotated[Optional[str], typer.Option("--ray", metavar="[auto|local|ADDRESS]", help="Run on a Ray cluster: auto (the default when --ray has no value: RAY_ADDRESS or a running one, else local), local, or HOST:PORT. IN_DIR and -o may then be s3:// or gs:// URIs; a manifest in the output folder makes reruns resume.", rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Ray workers, each holding one model (default: one per GPU, else as many as the CPUs allow).", show_default=False, rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
     worker_threads: Annotated[Optional[int], typer.Option("--worker-threads", min=1, help="torch CPU threads per Ray worker (default: up to 4).", show_default=False, rich_help_panel=RAY_PANEL)] = None,  # fmt: skip
     worker_gpus: Annotated[Optional[float], typer.Option("--worker-gpus", min=0, help="GPUs per Ray worker (default 1; 0.5 = two workers per GPU; 0 = CPU workers).", show_default=False, rich_help_panel=RAY_PANEL)] = None,  # fmt: skip

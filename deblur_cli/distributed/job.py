@@ -128,6 +128,11 @@ def deblur_dataset(
 
     if overwrite and skip_existing:
         raise DeblurError("--overwrite and --skip-existing exclude each other")
+    if weights is None or (model is not None and "." in model):
+        from deblur_cli.hub.registry import load_registry
+
+        # A registry name is checked here, in a second, not by workers after the cluster starts.
+        load_registry().get(model)
     src_loc = resolve(src, filesystem)
     dst_loc = resolve(dst if dst is not None else default_output(src_loc), filesystem)
     tasks = plan(src_loc, dst_loc, recursive=recursive, suffix=suffix, ext=ext)
