@@ -24,7 +24,6 @@ from deblur_cli.distributed.manifest import MANIFEST_NAME, action_of, make_row, 
 from deblur_cli.distributed.plan import Task, plan, triage
 from deblur_cli.distributed.storage import repair_uri, resolve
 from deblur_cli.errors import DeblurError
-from deblur_cli.inference import plan_folder
 
 # Ray Data reads its own deprecated settings when a dataset runs; not this project's warnings.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -43,9 +42,18 @@ def _image(path: Path, shape=(48, 64, 3), seed=0, blur=0) -> Path:
     return path
 
 
-def _tree(root: Path) -> Path:
+def _tree(root: Path, videos: bool = False) -> Path:
     """Two sizes, a sub-folder, a sharp and a blurred image (the gate treats them apart), a
-    text file named .png, a truncated JPEG, a hidden file and a non-image."""
+    text file named .png, a truncated JPEG, a hidden file and a non-image; with ``videos``
+    also a two-frame clip (``sub/clip.avi``, written as ``sub/clip.mp4``) and a text file
+    named ``broken.mp4``."""
+    if videos:
+        from test_video import make_clip  # needs PyAV: only tests that ask for videos import it
+
+        (root / "sub").mkdir(parents=True, exist_ok=True)
+        make_clip(root / "sub" / "clip.avi", 2, size=(64, 48), audio=False, rotation=0, tags=(2, 2, 2, 0),
+                  pix_fmt="yuv420p")  # fmt: skip
+        (root / "broken.mp4").write_text("not a video")
     _image(root / "a.png", seed=1)
     _image(root / "b.jpg", seed=2, blur=15)
     _image(root / "c.png", shape=(40, 40, 3), seed=3, blur=15)
@@ -79,17 +87,26 @@ def test_remote_planning_follows_the_local_rules(tmp_path):
     """The planner for buckets (run here on pyarrow's local filesystem) names outputs as plan_folder."""
     from pyarrow.fs import LocalFileSystem
 
+    from deblur_cli.video.folder import plan_media
+
+    def media(src, dst, **kwargs):
+        images, videos = plan_media(src, dst, **kwargs)
+        return [(s.relative_to(src).as_posix(), d.relative_to(dst).as_posix()) for s, d in sorted(images + videos)]
+
     tree = _tree(tmp_path / "in")
+    (tree / "sub" / "clip.avi").write_bytes(b"")  # planning looks at names only
+    (tree / "top.MOV").write_bytes(b"")
     for kwargs in ({}, {"recursive": True}, {"recursive": True, "ext": "png", "suffix": "_x"}):
-        expected = [(s.relative_to(tree).as_posix(), d.relative_to(tmp_path / "out").as_posix())
-                    for s, d in plan_folder(tree, tmp_path / "out", **kwargs)]  # fmt: skip
+        expected = media(tree, tmp_path / "out", **kwargs)
+        outs = dict(expected)
+        assert outs["top.MOV"] == f"top{kwargs.get('suffix', '')}.mov"  # a video keeps its container, not --ext
+        assert ("sub/clip.avi" in outs) == ("recursive" in kwargs)
         fs = LocalFileSystem()
         got = plan(resolve(str(tree), fs), resolve(str(tmp_path / "out"), fs), **kwargs)
         assert [(t.rel, t.out_rel) for t in got] == expected
+        assert [(t.rel, t.out_rel) for t in plan(resolve(str(tree)), resolve(str(tmp_path / "out")), **kwargs)] == expected
     same = plan(resolve(str(tree), fs), resolve(str(tree), fs), recursive=True)
-    assert [(s.relative_to(tree).as_posix(), d.relative_to(tree).as_posix()) for s, d in plan_folder(tree, tree, recursive=True)] == [
-        (t.rel, t.out_rel) for t in same
-    ]
+    assert media(tree, tree, recursive=True) == [(t.rel, t.out_rel) for t in same]
     with pytest.raises(DeblurError, match="non-empty --suffix"):
         plan(resolve(str(tree), fs), resolve(str(tree), fs), suffix="")
 
@@ -296,17 +313,20 @@ def _cli_args(src, dst, weights, *extra):
 
 
 def test_same_files_as_local_bad_files_reported_and_rerun_retries_failures(cli, tiny_weights, tmp_path, cluster):
-    tree = _tree(tmp_path / "in")
+    pytest.importorskip("av")
+    tree = _tree(tmp_path / "in", videos=True)
     local = cli(*_cli_args(tree, tmp_path / "local", tiny_weights, "--gate", "1,3"))
     on_ray = cli(*_cli_args(tree, tmp_path / "ray", tiny_weights, "--gate", "1,3", "--ray", "local", "--workers", "2"))
     assert local.exit_code == on_ray.exit_code == 1, on_ray.output
     assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")  # byte for byte, same names, same tree
-    assert len(_outputs(tmp_path / "ray")) == 5
-    for name in ("bad.png", "trunc.jpg"):
+    assert len(_outputs(tmp_path / "ray")) == 6 and "sub/clip.mp4" in _outputs(tmp_path / "ray")
+    for name in ("bad.png", "trunc.jpg", "broken.mp4"):
         assert name in on_ray.output and name in local.output
     rows = {r["path"]: r for r in _manifest(tmp_path / "ray")}
-    assert sorted(rows) == ["a.png", "b.jpg", "bad.png", "c.png", "sub/d.png", "sub/e.webp", "trunc.jpg"]
-    assert {p for p, r in rows.items() if r["status"] == "failed"} == {"bad.png", "trunc.jpg"}
+    assert sorted(rows) == ["a.png", "b.jpg", "bad.png", "broken.mp4", "c.png", "sub/clip.avi", "sub/d.png",
+                            "sub/e.webp", "trunc.jpg"]  # fmt: skip
+    assert {p for p, r in rows.items() if r["status"] == "failed"} == {"bad.png", "broken.mp4", "trunc.jpg"}
+    assert rows["sub/clip.avi"]["output"] == "sub/clip.mp4" and rows["sub/clip.avi"]["pixels"] == 64 * 48 * 2
     assert all(r["error"] for r in rows.values() if r["status"] == "failed")
     done = [r for r in rows.values() if r["status"] == "done"]
     assert all(r["blur_px"] is not None and r["worker"] and r["seconds"] > 0 for r in done)
@@ -317,7 +337,7 @@ def test_same_files_as_local_bad_files_reported_and_rerun_retries_failures(cli, 
     again = cli(*_cli_args(tree, tmp_path / "ray", tiny_weights, "--gate", "1,3", "--ray", "local", "--workers", "2"))
     assert again.exit_code == 1 and "trunc.jpg" in again.output
     after = {r["path"]: r for r in _manifest(tmp_path / "ray")}
-    assert after["bad.png"]["status"] == "done" and after["trunc.jpg"]["status"] == "failed"
+    assert after["bad.png"]["status"] == "done" and after["trunc.jpg"]["status"] == after["broken.mp4"]["status"] == "failed"
     for path, row in rows.items():
         if row["status"] == "done":
             assert after[path] == row  # not touched again
@@ -406,7 +426,10 @@ def test_object_store_paths(tiny_weights, tmp_path, cluster, s3):
     from deblur_cli.distributed import deblur_dataset
     from deblur_cli.inference import Deblurrer
 
-    tree = _tree(tmp_path / "in")
+    pytest.importorskip("av")
+    from deblur_cli.video.folder import plan_media, run_videos
+
+    tree = _tree(tmp_path / "in", videos=True)
     bucket = boto3.client("s3", endpoint_url=s3)
     bucket.create_bucket(Bucket="photos")
     for p in tree.rglob("*"):
@@ -414,20 +437,24 @@ def test_object_store_paths(tiny_weights, tmp_path, cluster, s3):
             bucket.upload_file(str(p), "photos", f"in/{p.relative_to(tree).as_posix()}")
     options = {"model": "saphn-tiny", "weights": tiny_weights, "gate": (1.0, 3.0)}
     report = deblur_dataset("s3://photos/in", "s3://photos/out", recursive=True, workers=1, threads=1, **options)
-    assert sorted(r.status for r in report.results).count("failed") == 2
+    assert sorted(r.status for r in report.results).count("failed") == 3
 
     expected_dir = tmp_path / "local"
     local = Deblurrer("saphn-tiny", weights=tiny_weights, gate=(1.0, 3.0))
-    list(local.deblur_files(plan_folder(tree, expected_dir, recursive=True)))
+    images, videos = plan_media(tree, expected_dir, recursive=True)
+    list(local.deblur_files(images))
+    list(run_videos(local, videos))
+    assert "sub/clip.mp4" in _outputs(expected_dir)
     keys = sorted(o["Key"] for o in bucket.list_objects_v2(Bucket="photos", Prefix="out/")["Contents"])
     assert keys == sorted([f"out/{p}" for p in _outputs(expected_dir)] + [f"out/{MANIFEST_NAME}"])
     for p, data in _outputs(expected_dir).items():
         assert bucket.get_object(Bucket="photos", Key=f"out/{p}")["Body"].read() == data
     rows = parse(bucket.get_object(Bucket="photos", Key=f"out/{MANIFEST_NAME}")["Body"].read().decode())
-    assert len(rows) == 7 and rows["bad.png"]["status"] == "failed" and "s3://photos/in/bad.png" in rows["bad.png"]["error"]
+    assert len(rows) == 9 and rows["bad.png"]["status"] == "failed" and "s3://photos/in/bad.png" in rows["bad.png"]["error"]
+    assert rows["broken.mp4"]["status"] == "failed" and "s3://photos/in/broken.mp4" in rows["broken.mp4"]["error"]
 
     rerun = deblur_dataset("s3://photos/in", "s3://photos/out", recursive=True, workers=1, threads=1, **options)
-    assert [r.status for r in rerun.results if r.status != "failed"] == ["skipped"] * 5
+    assert [r.status for r in rerun.results if r.status != "failed"] == ["skipped"] * 6
 
 
 def test_a_worker_that_cannot_start_stops_the_job_in_one_line(cli, tiny_weights, tmp_path, cluster):

@@ -140,6 +140,7 @@ def folder(
         raise DeblurError("--overwrite and --skip-existing exclude each other")
     if ray is not None:  # the same job on a Ray cluster (deblur_cli.distributed)
         from deblur_cli.distributed.progress import run_folder
+        from deblur_cli.video.formats import is_video_path
 
         report = run_folder(
             ray, input_dir, output_dir, viz=viz, recursive=recursive, suffix=suffix, ext=ext, skip_existing=skip_existing,
@@ -150,7 +151,8 @@ def folder(
         )  # fmt: skip
         failed = _print_summary(report.results, report.input_root, report.device_description, gate_scope.value == "region")
         if failed:
-            raise DeblurError(f"{failed} of {len(report.results)} image(s) failed (listed above)", exit_code=1)
+            kind = "file(s)" if any(is_video_path(r.src) for r in report.results) else "image(s)"
+            raise DeblurError(f"{failed} of {len(report.results)} {kind} failed (listed above)", exit_code=1)
         return
     jobs, videos = plan_media(input_dir, output_dir, recursive=recursive, suffix=suffix, ext=ext)
     maps = opt.viz_request(viz, fusion, attention, offsets, kernels, all_maps, level, block, decoder, raw, overwrite,

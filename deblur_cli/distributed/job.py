@@ -4,7 +4,8 @@ The driver lists the inputs (:mod:`~deblur_cli.distributed.plan`), decides from 
 from the manifest of an earlier run what is left to do, writes a ``pending`` row for each
 input it hands out (:mod:`~deblur_cli.distributed.manifest`), and streams the list through a
 Ray Data actor pool of :class:`~deblur_cli.distributed.worker.DeblurWorker` (one model per
-actor). Each result is recorded in the manifest the moment it comes back.
+actor): the images in batches, then the videos one per call, each video whole on one worker.
+Each result is recorded in the manifest the moment it comes back.
 
 What survives what:
 
@@ -19,6 +20,7 @@ What survives what:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -34,6 +36,7 @@ from deblur_cli.distributed.plan import Task, Triage, default_output, plan, tria
 from deblur_cli.distributed.storage import existing, remove_partials, resolve
 from deblur_cli.distributed.worker import DeblurWorker
 from deblur_cli.errors import DeblurError
+from deblur_cli.video.formats import is_video_path
 
 #: Files handed to a worker per call when the network batch is 1: enough to keep a worker
 #: busy between calls, few enough that a killed worker's retried call is cheap.
@@ -97,7 +100,7 @@ def deblur_dataset(
     on_start: Callable[[str, WorkerSpec, int], None] | None = None,
     on_result: Callable[[Any], None] | None = None,
 ) -> JobReport:
-    """Deblur every image under ``src`` into ``dst`` on a Ray cluster, as ``deblur folder`` would.
+    """Deblur every image and video under ``src`` into ``dst`` on a Ray cluster, as ``deblur folder`` would.
 
     Args:
         src: input folder: a local or shared path (every worker must see it), or a URI
@@ -181,8 +184,12 @@ def deblur_dataset(
             worker_args = {"src": src_loc, "dst": dst_loc, "deblurrer": {**options, "device": spec.device},
                            "threads": spec.threads, "batch_size": batch_size, "quality": quality, "overwrite": overwrite}  # fmt: skip
             began = time.perf_counter()
+            # Videos after the images, one per call: a long clip then holds up no image's result.
+            videos = [t for t in triaged.run if is_video_path(t.rel)]
+            images = [t for t in triaged.run if not is_video_path(t.rel)]
+            streams = [_stream(tasks, spec, worker_args, n) for tasks, n in ((images, per_call), (videos, 1)) if tasks]
             try:
-                for row in _stream(triaged.run, spec, worker_args, per_call):
+                for row in itertools.chain.from_iterable(streams):
                     if row["fatal"]:
                         raise DeblurError(f"a Ray worker could not start: {row['message']}")
                     blur, weight = _number(row["blur_px"]), _number(row["gate"])
@@ -235,12 +242,15 @@ def _stream(tasks: list[Task], spec: WorkerSpec, worker_args: dict[str, Any], pe
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     items = [{"rel": t.rel, "out_rel": t.out_rel} for t in tasks]
-    results = ray.data.from_items(items).map_batches(
+    # One call per item (videos): one block each, since Ray Data runs no more calls at once than
+    # there are blocks, and a few long clips would otherwise share one block and one worker.
+    blocks = len(items) if per_call == 1 else None
+    results = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         DeblurWorker,
         fn_constructor_kwargs=worker_args,
         batch_size=per_call,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=spec.count),
+        compute=ray.data.ActorPoolStrategy(size=min(spec.count, len(items))),  # no model loaded for nothing
         num_cpus=spec.num_cpus,
         num_gpus=spec.num_gpus or None,
     )

@@ -37,17 +37,18 @@ def default_output(src: Location) -> str:
 
 def plan(src: Location, dst: Location, *, recursive: bool = False, suffix: str | None = None,
          ext: str | None = None) -> list[Task]:  # fmt: skip
-    """Every input under ``src`` with its output under ``dst``, in sorted order.
+    """Every input (image or video) under ``src`` with its output under ``dst``, in sorted order.
 
     Raises:
-        DeblurError: as :func:`deblur_cli.inference.plan_folder` (no images, an output that
+        DeblurError: as :func:`deblur_cli.video.folder.plan_media` (no images or videos, an output that
             would replace an input, two inputs with one output, unknown ``ext``), or an input
             and an output on different kinds of storage that are the same folder.
     """
     if src.local and dst.local:
-        from deblur_cli.inference import plan_folder
+        from deblur_cli.video.folder import plan_media
 
-        jobs = plan_folder(src.uri, dst.uri, recursive=recursive, suffix=suffix, ext=ext)
+        images, videos = plan_media(src.uri, dst.uri, recursive=recursive, suffix=suffix, ext=ext)
+        jobs = sorted(images + videos)
         return [Task(s.relative_to(src.uri).as_posix(), d.relative_to(dst.uri).as_posix()) for s, d in jobs]
     if src.local:
         names = _local_listing(Path(src.uri), recursive)
@@ -71,7 +72,9 @@ def _local_listing(root: Path, recursive: bool) -> list[str]:
 
 def plan_names(names: list[str], where: str, *, same: bool = False, inside: str = "", recursive: bool = False,
                suffix: str | None = None, ext: str | None = None) -> list[Task]:  # fmt: skip
-    """:func:`deblur_cli.inference.plan_folder`'s rules on a listing.
+    """:func:`deblur_cli.video.folder.plan_media`'s rules on a listing: images as
+    :func:`deblur_cli.inference.plan_folder` plans them, videos beside them (``ext`` applies to
+    images only; a video keeps its container where it can, :func:`video_output_suffix`).
 
     Args:
         names: files relative to the input folder (POSIX), as listed.
@@ -82,6 +85,8 @@ def plan_names(names: list[str], where: str, *, same: bool = False, inside: str 
         recursive, suffix, ext: as ``deblur folder``'s options.
     """
     from deblur_cli.io.images import INPUT_EXTENSIONS, OUTPUT_FORMATS
+    from deblur_cli.video.folder import video_output_suffix
+    from deblur_cli.video.formats import VIDEO_EXTENSIONS
 
     if suffix is None:
         suffix = "_deblurred" if same else ""
@@ -101,19 +106,24 @@ def plan_names(names: list[str], where: str, *, same: bool = False, inside: str 
         src_ext = f".{tail.lower()}" if dot else ""
         if not dot:
             stem = name
-        if any(p.startswith(".") for p in parts) or src_ext not in INPUT_EXTENSIONS:
+        video = src_ext in VIDEO_EXTENSIONS
+        if any(p.startswith(".") for p in parts) or not (video or src_ext in INPUT_EXTENSIONS):
             continue
         if inside and (rel + "/").startswith(inside.rstrip("/") + "/"):
             continue
         if same and stem.endswith(suffix):
             continue  # an output of an earlier run
-        out_ext = ext or (src_ext if src_ext in OUTPUT_FORMATS else ".png")
+        if video:
+            out_ext = video_output_suffix(src_ext)
+        else:
+            out_ext = ext or (src_ext if src_ext in OUTPUT_FORMATS else ".png")
         folder = "/".join(parts[:-1])
         out = f"{folder}/{stem}{suffix}{out_ext}" if folder else f"{stem}{suffix}{out_ext}"
         tasks.append(Task(rel, out))
     if not tasks:
         raise DeblurError(
-            f"no images {'under' if recursive else 'in'} {where} (looked for {', '.join(sorted(INPUT_EXTENSIONS))})"
+            f"no images {'under' if recursive else 'in'} {where} (looked for {', '.join(sorted(INPUT_EXTENSIONS))}), "
+            f"or videos ({', '.join(sorted(VIDEO_EXTENSIONS))})"
         )
     inputs = {t.rel for t in tasks} if same else set()
     seen: dict[str, str] = {}

@@ -31,7 +31,7 @@ class LiveProgress:
         self.done = self.failed = self.pixels = 0
 
     def on_start(self, where: str, spec: WorkerSpec, count: int) -> None:
-        self.console.print(f"deblur: {count} image(s) on {where}: {spec.describe()}", highlight=False, soft_wrap=True)
+        self.console.print(f"deblur: {count} file(s) on {where}: {spec.describe()}", highlight=False, soft_wrap=True)
         self.start = time.perf_counter()
         self.progress.start()
         self.task = self.progress.add_task("deblurring", total=count, rate="starting workers")
@@ -73,7 +73,7 @@ def run_folder(address: str, input_dir: Any, output_dir: Any, *, viz: Any = None
         done = [r for r in report.results if r.status == "done"]
         mp = sum(r.pixels for r in done) / 1e6
         live.console.print(
-            f"deblur: {len(done)} image(s) in {report.seconds:.1f} s wall clock: {len(done) / report.seconds:.2f} img/s, "
+            f"deblur: {len(done)} file(s) in {report.seconds:.1f} s wall clock: {len(done) / report.seconds:.2f} img/s, "
             f"{mp / report.seconds:.3g} MP/s; manifest {report.manifest}",
             highlight=False,
             soft_wrap=True,

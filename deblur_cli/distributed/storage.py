@@ -268,6 +268,25 @@ def read_bytes(loc: Location, rel: str) -> bytes:
         raise DeblurError(f"{loc.show(rel)}: cannot read ({exc})") from None
 
 
+def download(loc: Location, rel: str, local_file: str | os.PathLike[str]) -> None:
+    """Copy ``rel`` under ``loc`` to ``local_file``, streamed (a video may not fit in memory).
+
+    Raises:
+        DeblurError: missing or unreadable, naming the file as users wrote it.
+    """
+    try:
+        if loc.local:
+            shutil.copyfile(loc.join(rel), local_file)
+            return
+        with loc.fs.open_input_stream(loc.join(rel)) as f, open(local_file, "wb") as out:
+            while block := f.read(8 << 20):
+                out.write(block)
+    except FileNotFoundError:
+        raise DeblurError(f"{loc.show(rel)}: no such file") from None
+    except OSError as exc:
+        raise DeblurError(f"{loc.show(rel)}: cannot read ({exc})") from None
+
+
 def write_bytes(loc: Location, rel: str, data: bytes) -> None:
     """Write ``data`` to ``rel`` under ``loc`` atomically, replacing what is there.
 

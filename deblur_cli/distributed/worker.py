@@ -2,8 +2,9 @@
 
 Ray Data creates :class:`DeblurWorker` once per actor of the pool and calls it with batches of
 rows ``{"rel": [...], "out_rel": [...]}`` (paths relative to the input and output folders). Each
-call runs :meth:`Deblurrer.deblur_files` on its files, exactly as ``deblur folder`` does (same
-reading, gate, batching of same-size images, metadata and atomic writes), and returns one
+call runs :meth:`Deblurrer.deblur_files` on its images and
+:func:`~deblur_cli.video.folder.run_videos` on its videos, exactly as ``deblur folder`` does
+(same reading, gate, batching of same-size images, metadata and atomic writes), and returns one
 result row per file. Files on object stores are copied to a scratch folder first and their
 outputs uploaded afterwards (:func:`deblur_cli.distributed.storage.publish`), each upload
 visible only once complete.
@@ -15,6 +16,7 @@ done again.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from deblur_cli.distributed.storage import Location, exists, publish, read_bytes
+from deblur_cli.distributed.storage import Location, download, exists, publish
 from deblur_cli.errors import DeblurError
 
 #: Columns of a result row.
@@ -93,13 +95,23 @@ class DeblurWorker:
 
     def _run(self, jobs: list[tuple[str, str]], rels: list[str], outs: list[str],
              rename: dict[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-        """``deblur_files`` on local paths; rows in the order of ``jobs``. ``rename`` maps
-        scratch paths to what users know them as, for messages."""
+        """Local paths through ``deblur folder``'s own code: images by ``deblur_files``, videos one
+        by one by :func:`~deblur_cli.video.folder.run_videos`; rows in the order of ``jobs``.
+        ``rename`` maps scratch paths to what users know them as, for messages."""
+        from deblur_cli.video.folder import run_videos
+        from deblur_cli.video.formats import is_video_path
+
         by_src = {os.path.normpath(s): i for i, (s, _) in enumerate(jobs)}
         rows: list[dict[str, Any] | None] = [None] * len(jobs)
-        results = self.deblurrer.deblur_files(
-            jobs, batch_size=self.batch_size, quality=self.quality, overwrite=self.overwrite,
-            skip_existing=not self.overwrite,
+        images = [(s, d) for s, d in jobs if not is_video_path(s)]
+        videos = [(Path(s), Path(d)) for s, d in jobs if is_video_path(s)]
+        results = itertools.chain(
+            self.deblurrer.deblur_files(
+                images, batch_size=self.batch_size, quality=self.quality, overwrite=self.overwrite,
+                skip_existing=not self.overwrite,
+            ) if images else [],
+            run_videos(self.deblurrer, videos, batch_size=self.batch_size, overwrite=self.overwrite,
+                       skip_existing=not self.overwrite),
         )  # fmt: skip
         for r in results:
             i = by_src[os.path.normpath(str(r.src))]
@@ -158,16 +170,16 @@ class DeblurWorker:
 
     def _fetch(self, rels: list[str], scratch: Path) -> list[Path | DeblurError]:
         """Copy the inputs to ``scratch/in/<i>/<name>`` (several at once: object stores have
-        high latency); a file that cannot be read gives its error instead."""
+        high latency; streamed: a video may not fit in memory); a file that cannot be read
+        gives its error instead."""
 
         def one(i: int) -> Path | DeblurError:
-            try:
-                data = read_bytes(self.src, rels[i])
-            except DeblurError as exc:
-                return exc
             path = scratch / "in" / str(i) / rels[i].rpartition("/")[2]
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            try:
+                download(self.src, rels[i], path)
+            except DeblurError as exc:
+                return exc
             return path
 
         with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, max(1, len(rels)))) as pool:

@@ -20,6 +20,12 @@ from deblur_cli.video.formats import VIDEO_EXTENSIONS
 _KEPT = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 
 
+def video_output_suffix(src_suffix: str) -> str:
+    """The extension of a video's output in ``deblur folder``: its own container where we write
+    that (:data:`_KEPT`), else ``.mp4``. Local and remote (``--ray``) planning both use it."""
+    return src_suffix.lower() if src_suffix.lower() in _KEPT else ".mp4"
+
+
 def plan_media(
     input_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str] | None = None,
@@ -54,8 +60,7 @@ def plan_media(
     jobs = []
     for src in videos:
         rel = src.relative_to(in_dir)
-        out_ext = src.suffix.lower() if src.suffix.lower() in _KEPT else ".mp4"
-        jobs.append((src, out_dir / rel.parent / f"{src.stem}{sfx}{out_ext}"))
+        jobs.append((src, out_dir / rel.parent / f"{src.stem}{sfx}{video_output_suffix(src.suffix)}"))
     taken = {d.resolve(): s for s, d in images}
     inputs = {s.resolve() for s, _ in images} | {s.resolve() for s, _ in jobs}
     for src, dst in jobs:
