@@ -174,6 +174,55 @@ def test_small_s3_objects_go_up_in_one_request():
     assert options("s3://bucket/in?allow_delayed_open=false&endpoint_override=http://127.0.0.1:9&scheme=http")["allow_delayed_open"] is False
 
 
+def test_old_pyarrow_gets_no_delayed_open(monkeypatch):
+    """pyarrow before 21 refuses ``allow_delayed_open`` in a URI: it is then not added."""
+    from deblur_cli.distributed import storage
+
+    uri = "s3://b/in?scheme=http"
+    assert storage._single_put(uri, "s3") == uri + "&allow_delayed_open=true"
+    assert storage._single_put("gs://b/in", "gs") == "gs://b/in"
+    monkeypatch.setattr(storage, "_pyarrow_major", lambda: 20)
+    assert storage._single_put(uri, "s3") == uri
+
+
+def test_download_streams_a_copy_and_names_whose_fault_a_failure_is(tmp_path):
+    from deblur_cli.distributed.storage import download
+
+    src = resolve(str(tmp_path / "in"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clip.mp4").write_bytes(b"x" * (9 << 20))
+    download(src, "clip.mp4", tmp_path / "copy.mp4")
+    assert (tmp_path / "copy.mp4").read_bytes() == b"x" * (9 << 20)
+    with pytest.raises(DeblurError, match=r"clip2\.mp4: no such file$"):
+        download(src, "clip2.mp4", tmp_path / "copy2.mp4")
+    with pytest.raises(DeblurError, match=r"missing/copy\.mp4: cannot write a local copy of .*clip\.mp4"):
+        download(src, "clip.mp4", tmp_path / "missing" / "copy.mp4")
+
+
+def test_worker_gives_videos_the_video_batch(tiny_weights, tmp_path, monkeypatch):
+    """Images get the image batch, videos ``video_batch_size`` (None: from free memory), as the
+    local ``deblur folder`` gives them; rows come back in the order of the call."""
+    from deblur_cli.distributed.worker import DeblurWorker
+    from deblur_cli.inference import FileResult
+    from deblur_cli.video import folder as video_folder
+
+    calls = []
+
+    def fake_run_videos(deblurrer, jobs, **kw):
+        calls.append(kw)
+        for src, dst in jobs:
+            yield FileResult(src, dst, "done", "", 0.5, 64 * 48 * 2, 1.0, 0.0)
+
+    monkeypatch.setattr(video_folder, "run_videos", fake_run_videos)
+    _image(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "v.avi").write_bytes(b"")
+    worker = DeblurWorker(resolve(str(tmp_path / "in")), resolve(str(tmp_path / "out")),
+                          {"model": "saphn-tiny", "weights": str(tiny_weights)}, batch_size=1)  # fmt: skip
+    rows = worker({"rel": np.array(["v.avi", "a.png"]), "out_rel": np.array(["v.mp4", "a.png"])})
+    assert list(rows["status"]) == ["done", "done"] and list(rows["pixels"]) == [64 * 48 * 2, 64 * 48]
+    assert calls == [{"batch_size": None, "overwrite": False, "skip_existing": True}]
+
+
 def test_partials_of_interrupted_writes_are_removed(tmp_path):
     from deblur_cli.distributed.storage import remove_partials
 
@@ -255,8 +304,9 @@ def test_a_bare_ray_option_means_auto(tiny_weights, tmp_path):
     assert ray_default_value(["--ray", "-o", "out", "in"]) == ["--ray", "auto", "-o", "out", "in"]
     assert ray_default_value(["--ray", "s3://b/in", "-o", "s3://b/out"])[:2] == ["--ray", "auto"]
     assert ray_default_value(["--ray", "photos", "-r"])[:3] == ["--ray", "auto", "photos"]
-    for value in ("auto", "local", "LOCAL", "10.0.0.5:6379", "head-node.internal:6379", "[::1]:6379", "ray://h:10001"):
+    for value in ("auto", "local", "10.0.0.5:6379", "head-node.internal:6379", "[::1]:6379", "ray://h:10001"):
         assert ray_default_value(["in", "--ray", value]) == ["in", "--ray", value]
+    assert ray_default_value(["--ray", "head-node", "in"])[:3] == ["--ray", "auto", "head-node"]  # an address has a port
     assert ray_default_value(["--", "--ray"]) == ["--", "--ray"]  # after --, an argument like any other
     assert ray_default_value(["in", "--ray=local"]) == ["in", "--ray=local"]
 
@@ -455,6 +505,10 @@ def test_object_store_paths(tiny_weights, tmp_path, cluster, s3):
 
     rerun = deblur_dataset("s3://photos/in", "s3://photos/out", recursive=True, workers=1, threads=1, **options)
     assert [r.status for r in rerun.results if r.status != "failed"] == ["skipped"] * 6
+    import pyarrow
+
+    if int(pyarrow.__version__.split(".")[0]) >= 21:  # small objects went up in one request each
+        assert resolve("s3://photos/out").fs.__reduce__()[1][0]["allow_delayed_open"] is True
 
 
 def test_a_worker_that_cannot_start_stops_the_job_in_one_line(cli, tiny_weights, tmp_path, cluster):

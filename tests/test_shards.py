@@ -193,3 +193,38 @@ def test_publish_refuses_a_damaged_set_before_uploading(cli, fake_hub: FakeHub, 
     res = cli("weights", "publish", "saphn-tiny.pub", "--repo", "deblur-test/bad", "--file", index, "--token", "hf_w")
     assert isinstance(res.exception, DeblurError) and "does not match the sha256" in str(res.exception)
     assert "deblur-test/bad" not in fake_hub.repos and [r for r in fake_hub.requests if r.method == "POST"] == []
+
+
+def test_publish_puts_card_and_shards_in_one_commit_and_keeps_the_folder(fake_hub: FakeHub, tiny, tmp_path):
+    from deblur_cli.hub import download as hub
+
+    index = save_weights_sharded(tiny, tmp_path / "run", "saphn-tiny", max_shard_bytes=290 * 1024)
+    shards = shard_files(index)
+    card = tmp_path / "card.md"
+    card.write_text("---\nlicense: mit\n---\n# card\n")
+    result = hub.publish(tmp_path / "run", "deblur-test/set", filename=f"v2/{INDEX_NAME}", arch="saphn-tiny",
+                         token="hf_w", card=card)  # fmt: skip
+    files = fake_hub.repos["deblur-test/set"].commits[result.commit]
+    assert set(files) == {"README.md", f"v2/{INDEX_NAME}", *(f"v2/{f.name}" for f in shards)}
+    assert result.sha256 == sha256_file(index) and result.size == set_size(index)
+    with pytest.raises(DeblurError, match="must end in .index.json"):
+        hub.publish(index, "deblur-test/set", filename="v2/model.safetensors")
+    single = tmp_path / "single.safetensors"
+    save_weights(tiny, single, "saphn-tiny")
+    with pytest.raises(DeblurError, match="cannot be an index"):
+        hub.publish(single, "deblur-test/set", filename=f"v2/{INDEX_NAME}")
+
+
+def test_hub_filename_follows_the_kind_of_weights(tiny, tmp_path):
+    from deblur_cli.hub.registry import hub_filename
+
+    assert hub_filename("saphn-tiny.x.safetensors", "saphn-tiny.x", sharded=True) == INDEX_NAME
+    assert hub_filename(f"v2/{INDEX_NAME}", "saphn-tiny.x", sharded=False) == "v2/saphn-tiny.x.safetensors"
+    assert hub_filename("v2/w.safetensors", "saphn-tiny.x", sharded=False) == "v2/w.safetensors"
+    assert hub_filename("v2/a.index.json", "saphn-tiny.x", sharded=True) == "v2/a.index.json"
+    # Registering a single file for an entry that was sharded names it as a single file again.
+    reg_path = write_registry(tmp_path / "weights", [entry("saphn-tiny.base")])
+    update_entry("saphn-tiny.gpu", save_weights_sharded(tiny, tmp_path / "run", "saphn-tiny"), path=reg_path)
+    save_weights(tiny, tmp_path / "one.safetensors", "saphn-tiny")
+    e = update_entry("saphn-tiny.gpu", tmp_path / "one.safetensors", path=reg_path)
+    assert e.filename == "saphn-tiny.gpu.safetensors" and e.sha256 == sha256_file(tmp_path / "one.safetensors")

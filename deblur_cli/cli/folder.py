@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 BATCH_PANEL = "Folder"
 RAY_PANEL = "Ray cluster (--ray)"
 #: What ``--ray`` takes as its value: auto, local, HOST:PORT ([v6]:PORT too) or ray://HOST:PORT.
-_RAY_VALUE = re.compile(r"(?i)^(auto|local|ray://\S+|\[[0-9a-f:.]+\]:\d+|[\w.-]+:\d+)$")
+_RAY_VALUE = re.compile(r"^(auto|local|ray://\S+|\[[0-9A-Fa-f:.]+\]:\d+|[\w.-]+:\d+)$")
 
 
 def ray_default_value(args: list[str]) -> list[str]:
@@ -147,6 +147,7 @@ def folder(
             overwrite=overwrite, quality=quality, model=model, weights=weights, device=device, backend=backend.value,
             tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble, gate=gate_px,
             gate_scope=gate_scope.value, batch_size=batch_size if batch_size is not None else (None if batch else 1),
+            video_batch_size=batch_size,
             workers=workers, threads=worker_threads, gpus_per_worker=worker_gpus,
         )  # fmt: skip
         failed = _print_summary(report.results, report.input_root, report.device_description, gate_scope.value == "region")

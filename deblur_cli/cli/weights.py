@@ -258,8 +258,8 @@ def publish(
     Needs a token with write access (--token, HF_TOKEN or `hf auth login`).
     """
     from deblur_cli.hub import download as hub
-    from deblur_cli.hub.registry import load_registry, update_entry, weights_dir
-    from deblur_cli.hub.shards import INDEX_NAME, is_sharded
+    from deblur_cli.hub.registry import hub_filename, load_registry, update_entry, weights_dir
+    from deblur_cli.hub.shards import is_sharded
 
     reg = load_registry(registry)
     entry = reg.get(name)
@@ -269,8 +269,7 @@ def publish(
     sharded = is_sharded(src)
     if not (sharded or Path(src).is_file()):
         raise DeblurError(f"weights file not found: {src}")
-    # A sharded set goes up as its index (plus shards) under the Hub's index name.
-    filename = INDEX_NAME if sharded and not entry.filename.endswith(".index.json") else entry.filename
+    filename = hub_filename(entry.filename, name, sharded)  # a set goes up as its index, beside its shards
     card_path = None
     if card:
         folder = reg.path.parent if reg.path is not None else weights_dir()

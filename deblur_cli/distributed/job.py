@@ -90,6 +90,7 @@ def deblur_dataset(
     gate: tuple[float, float] | None = None,
     gate_scope: str = "image",
     batch_size: int | None = 1,
+    video_batch_size: int | None = None,
     address: str | None = None,
     workers: int | None = None,
     threads: int | None = None,
@@ -111,7 +112,10 @@ def deblur_dataset(
         model, weights, device, backend, tile, tile_overlap, fp16, bf16, self_ensemble, gate,
             gate_scope: as :class:`~deblur_cli.inference.Deblurrer` (a weights file must be
             readable on every worker).
-        batch_size: the network's batch, as ``deblur folder --batch-size`` (``None``: from free memory).
+        batch_size: the network's batch of images, as ``deblur folder --batch-size`` (``None``: from
+            free memory).
+        video_batch_size: frames per network call for videos (``None``: from free memory, at most
+            8), as ``deblur folder`` gives ``--batch-size`` to its videos.
         address: Ray cluster (:func:`~deblur_cli.distributed.cluster.ray_session`).
         workers, threads, gpus_per_worker: the pool (:func:`~deblur_cli.distributed.cluster.size_workers`).
         files_per_call: files per worker call (default :data:`FILES_PER_CALL`, or the batch).
@@ -131,9 +135,9 @@ def deblur_dataset(
 
     if overwrite and skip_existing:
         raise DeblurError("--overwrite and --skip-existing exclude each other")
-    if weights is None or (model is not None and "." in model):
-        from deblur_cli.hub.registry import load_registry
+    from deblur_cli.hub.registry import load_registry, uses_registry
 
+    if uses_registry(model, weights):
         # A registry name is checked here, in a second, not by workers after the cluster starts.
         load_registry().get(model)
     src_loc = resolve(src, filesystem)
@@ -182,12 +186,13 @@ def deblur_dataset(
                 on_start(where, spec, len(triaged.run))
             per_call = files_per_call or max(FILES_PER_CALL, batch_size or FILES_PER_CALL_AUTO)
             worker_args = {"src": src_loc, "dst": dst_loc, "deblurrer": {**options, "device": spec.device},
-                           "threads": spec.threads, "batch_size": batch_size, "quality": quality, "overwrite": overwrite}  # fmt: skip
+                           "threads": spec.threads, "batch_size": batch_size, "video_batch_size": video_batch_size,
+                           "quality": quality, "overwrite": overwrite}  # fmt: skip
             began = time.perf_counter()
             # Videos after the images, one per call: a long clip then holds up no image's result.
             videos = [t for t in triaged.run if is_video_path(t.rel)]
             images = [t for t in triaged.run if not is_video_path(t.rel)]
-            streams = [_stream(tasks, spec, worker_args, n) for tasks, n in ((images, per_call), (videos, 1)) if tasks]
+            streams = [_stream(part, spec, worker_args, n) for part, n in ((images, per_call), (videos, 1)) if part]
             try:
                 for row in itertools.chain.from_iterable(streams):
                     if row["fatal"]:
@@ -242,15 +247,18 @@ def _stream(tasks: list[Task], spec: WorkerSpec, worker_args: dict[str, Any], pe
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     items = [{"rel": t.rel, "out_rel": t.out_rel} for t in tasks]
-    # One call per item (videos): one block each, since Ray Data runs no more calls at once than
-    # there are blocks, and a few long clips would otherwise share one block and one worker.
-    blocks = len(items) if per_call == 1 else None
-    results = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+    calls = -(-len(items) // per_call)
+    # One file per call (videos): a block each, and one call at a time per actor. Ray Data runs
+    # no more calls at once than there are blocks, and queues up to two calls per actor: a short
+    # clip would otherwise wait behind a long one while another worker idles.
+    whole = per_call == 1
+    results = ray.data.from_items(items, override_num_blocks=len(items) if whole else None).map_batches(
         DeblurWorker,
         fn_constructor_kwargs=worker_args,
         batch_size=per_call,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(spec.count, len(items))),  # no model loaded for nothing
+        compute=ray.data.ActorPoolStrategy(size=min(spec.count, calls),  # no model loaded for nothing
+                                           max_tasks_in_flight_per_actor=1 if whole else None),
         num_cpus=spec.num_cpus,
         num_gpus=spec.num_gpus or None,
     )

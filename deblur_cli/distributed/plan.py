@@ -85,8 +85,8 @@ def plan_names(names: list[str], where: str, *, same: bool = False, inside: str 
         recursive, suffix, ext: as ``deblur folder``'s options.
     """
     from deblur_cli.io.images import INPUT_EXTENSIONS, OUTPUT_FORMATS
-    from deblur_cli.video.folder import video_output_suffix
-    from deblur_cli.video.formats import VIDEO_EXTENSIONS
+    from deblur_cli.video.folder import VIDEO_CLASH_HINT, video_output_suffix
+    from deblur_cli.video.formats import VIDEO_EXTENSIONS, is_video_path
 
     if suffix is None:
         suffix = "_deblurred" if same else ""
@@ -131,7 +131,8 @@ def plan_names(names: list[str], where: str, *, same: bool = False, inside: str 
         if t.out_rel in inputs:
             raise DeblurError(f"{t.out_rel}: output would replace an input; use another --suffix or output folder")
         if t.out_rel in seen:
-            raise DeblurError(f"{seen[t.out_rel]} and {t.rel} would both be written to {t.out_rel}; use --ext or --suffix")
+            hint = VIDEO_CLASH_HINT if is_video_path(t.rel) else "use --ext or --suffix"
+            raise DeblurError(f"{seen[t.out_rel]} and {t.rel} would both be written to {t.out_rel}; {hint}")
         seen[t.out_rel] = t.rel
     return tasks
 

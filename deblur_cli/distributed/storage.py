@@ -115,18 +115,25 @@ def resolve(where: str | os.PathLike[str], filesystem: Any = None) -> Location:
 
 
 def _single_put(uri: str, scheme: str) -> str:
-    """``uri`` with ``allow_delayed_open=true`` for S3, unless the user chose otherwise.
+    """``uri`` with ``allow_delayed_open=true`` for S3, unless the user chose otherwise or
+    pyarrow is older than 21 (which refuses the option in a URI).
 
     Without it pyarrow uploads every object, however small, as a multipart upload: three
     requests (create, part, complete) where one ``PutObject`` does, and the completion step
-    is where S3-compatible servers differ most (moto has answered it with an empty error).
-    With it, objects under one part go up in a single atomic ``PutObject``; larger ones are
-    still multipart. The cost is that errors such as a missing bucket surface when the stream
-    closes, which :func:`_put` reports the same way.
+    is where S3-compatible servers differ most (moto 5.2.1 answers it with an unreadable body).
+    With it, objects under one upload part (10 MiB) go up in a single atomic ``PutObject``;
+    larger ones are still multipart. The cost is that errors such as a missing bucket surface
+    when the stream closes, which :func:`_put` reports the same way.
     """
-    if scheme != "s3" or re.search(r"[?&]allow_delayed_open=", uri):
+    if scheme != "s3" or re.search(r"[?&]allow_delayed_open=", uri) or _pyarrow_major() < 21:
         return uri
     return f"{uri}{'&' if '?' in uri else '?'}allow_delayed_open=true"
+
+
+def _pyarrow_major() -> int:
+    import pyarrow
+
+    return int(pyarrow.__version__.split(".", 1)[0])
 
 
 def _fsspec(uri: str, first: Exception) -> tuple[Any, str]:
@@ -276,15 +283,32 @@ def download(loc: Location, rel: str, local_file: str | os.PathLike[str]) -> Non
     """
     try:
         if loc.local:
-            shutil.copyfile(loc.join(rel), local_file)
-            return
-        with loc.fs.open_input_stream(loc.join(rel)) as f, open(local_file, "wb") as out:
-            while block := f.read(8 << 20):
-                out.write(block)
+            source = open(loc.join(rel), "rb")  # noqa: SIM115 - closed by the with below
+        else:
+            source = loc.fs.open_input_stream(loc.join(rel))
     except FileNotFoundError:
         raise DeblurError(f"{loc.show(rel)}: no such file") from None
     except OSError as exc:
         raise DeblurError(f"{loc.show(rel)}: cannot read ({exc})") from None
+    with source:
+        try:
+            out = open(local_file, "wb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise DeblurError(f"{local_file}: cannot write a local copy of {loc.show(rel)} ({exc.strerror or exc})") from None
+        with out:
+            while True:
+                try:
+                    block = source.read(8 << 20)
+                except OSError as exc:
+                    raise DeblurError(f"{loc.show(rel)}: cannot read ({exc})") from None
+                if not block:
+                    return
+                try:
+                    out.write(block)
+                except OSError as exc:  # a full scratch disk is ours, not the store's
+                    raise DeblurError(
+                        f"{local_file}: cannot write a local copy of {loc.show(rel)} ({exc.strerror or exc})"
+                    ) from None
 
 
 def write_bytes(loc: Location, rel: str, data: bytes) -> None:

@@ -45,7 +45,8 @@ class DeblurWorker:
         src, dst: input and output folders.
         deblurrer: keyword arguments of :class:`~deblur_cli.inference.Deblurrer`.
         threads: torch CPU threads of this worker (``None``: leave torch's default).
-        batch_size: the network's batch (``None``: from free memory), as ``deblur folder --batch-size``.
+        batch_size: the network's batch of images (``None``: from free memory), as ``deblur folder --batch-size``.
+        video_batch_size: frames per network call for videos (``None``: from free memory, at most 8).
         quality, overwrite: as ``deblur folder``.
 
     A model that cannot be loaded (or options it refuses) does not kill the actor (Ray would
@@ -54,9 +55,11 @@ class DeblurWorker:
     """
 
     def __init__(self, src: Location, dst: Location, deblurrer: dict[str, Any], threads: int | None = None,
-                 batch_size: int | None = 1, quality: int | None = None, overwrite: bool = False) -> None:  # fmt: skip
+                 batch_size: int | None = 1, video_batch_size: int | None = None, quality: int | None = None,
+                 overwrite: bool = False) -> None:  # fmt: skip
         self.src, self.dst = src, dst
-        self.batch_size, self.quality, self.overwrite = batch_size, quality, overwrite
+        self.batch_size, self.video_batch_size = batch_size, video_batch_size
+        self.quality, self.overwrite = quality, overwrite
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.error = ""
         self.device = ""
@@ -110,7 +113,7 @@ class DeblurWorker:
                 images, batch_size=self.batch_size, quality=self.quality, overwrite=self.overwrite,
                 skip_existing=not self.overwrite,
             ) if images else [],
-            run_videos(self.deblurrer, videos, batch_size=self.batch_size, overwrite=self.overwrite,
+            run_videos(self.deblurrer, videos, batch_size=self.video_batch_size, overwrite=self.overwrite,
                        skip_existing=not self.overwrite),
         )  # fmt: skip
         for r in results:

@@ -292,24 +292,27 @@ def publish(
             offline, or a Hub error.
     """
     src = Path(file)
-    if is_sharded(src):
+    sharded = is_sharded(src)
+    if sharded:
         src = index_path(src)
         if not filename.endswith(".index.json"):
             raise DeblurError(f"{src} is a sharded set: its name in the repo must end in .index.json, not {filename!r}")
         meta = index_metadata(src)
-        folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
-        uploads = [(filename, src)] + [(folder + s.name, s) for s in verify_shards(src)]
-        size = set_size(src)
     else:
+        if filename.endswith(".index.json"):
+            raise DeblurError(f"{src} is a single weights file: its name in the repo cannot be an index ({filename!r})")
         meta = read_safetensors_metadata(src)
-        uploads = [(filename, src)]
-        size = src.stat().st_size
     if arch is not None and meta.get("arch") != arch:
         raise DeblurError(f"{src} holds weights for arch {meta.get('arch')!r}, expected {arch!r}")
     if "config" not in meta:
         raise DeblurError(f"{src} has no 'config' metadata: save it with deblur_cli.hub.loading.save_weights")
     if is_offline():
         raise DeblurError("cannot publish while offline mode is on (unset HF_HUB_OFFLINE)")
+    uploads = [(filename, src)]
+    if sharded:
+        folder = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""
+        uploads += [(folder + s.name, s) for s in verify_shards(src)]  # hashes the set: after the cheap checks
+    size = set_size(src) if sharded else src.stat().st_size
     digest = sha256_file(src)
     if card is not None:
         uploads.append(("README.md", Path(card)))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from deblur_cli.errors import DeblurError
-from deblur_cli.hub.registry import read_safetensors_metadata, sha256_file
+from deblur_cli.hub.registry import read_safetensors_metadata, sha256_file, uses_registry
 from deblur_cli.hub.shards import index_path, is_sharded, read_index, read_sharded, save_sharded
 from deblur_cli.models.saphn import SAPHN, SAPHNConfig
 
@@ -205,7 +205,7 @@ def resolve_weights(
     registry = None
     entry = None
     expected_arch: str | None = None
-    if weights is None or (model is not None and "." in model):
+    if uses_registry(model, weights):
         registry = load_registry()
         entry = registry.get(model)  # a bare architecture name means its first entry
         expected_arch = entry.arch

@@ -281,6 +281,25 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
+def hub_filename(current: str, name: str, sharded: bool) -> str:
+    """The name in the Hub repository of entry ``name``'s weights, sharded or a single file:
+    ``current`` (the entry's ``filename``) when it already fits, else in the same folder
+    :data:`~deblur_cli.hub.shards.INDEX_NAME` (a sharded set) or ``<name>.safetensors``."""
+    folder, _, base = current.rpartition("/")
+    if sharded == base.endswith(".index.json"):
+        return current
+    base = INDEX_NAME if sharded else f"{name}.safetensors"
+    return f"{folder}/{base}" if folder else base
+
+
+def uses_registry(model: str | None, weights: str | os.PathLike[str] | None) -> bool:
+    """Whether loading ``model`` with ``weights`` looks ``model`` up in the registry
+    (:func:`deblur_cli.hub.loading.resolve_weights`): no weights given (the entry's file is
+    used), or a weights name (``arch.tag``) given beside a file (its architecture is checked
+    against the entry's)."""
+    return weights is None or (model is not None and "." in model)
+
+
 def update_entry(
     name: str,
     file: str | os.PathLike[str] | None = None,
@@ -321,7 +340,7 @@ def update_entry(
             raise DeblurError(
                 f"{src} holds weights for arch {meta.get('arch')!r}, but {name!r} is a {entry.arch!r} entry"
             )
-        filename = entry.filename if entry.filename.endswith(".index.json") else INDEX_NAME
+        filename = hub_filename(entry.filename, name, sharded=True)
         entry = replace(entry, sha256=sha256_file(src), size=set_size(src), filename=filename)
         if entry.bundled:
             assert reg.path is not None
@@ -333,7 +352,8 @@ def update_entry(
             raise DeblurError(
                 f"{src} holds weights for arch {meta.get('arch')!r}, but {name!r} is a {entry.arch!r} entry"
             )
-        entry = replace(entry, sha256=sha256_file(src), size=src.stat().st_size)
+        filename = hub_filename(entry.filename, name, sharded=False)
+        entry = replace(entry, sha256=sha256_file(src), size=src.stat().st_size, filename=filename)
         if entry.bundled:
             assert reg.path is not None
             dest = reg.path.parent / entry.bundled

@@ -20,6 +20,10 @@ from deblur_cli.video.formats import VIDEO_EXTENSIONS
 _KEPT = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 
 
+#: What to do when two videos would get one output name (only their containers differ).
+VIDEO_CLASH_HINT = "rename one of them (videos are written under their own names, .avi and the like as .mp4)"
+
+
 def video_output_suffix(src_suffix: str) -> str:
     """The extension of a video's output in ``deblur folder``: its own container where we write
     that (:data:`_KEPT`), else ``.mp4``. Local and remote (``--ray``) planning both use it."""
@@ -68,7 +72,7 @@ def plan_media(
         if key in inputs:
             raise DeblurError(f"{dst}: output would replace an input; use another --suffix or output folder")
         if key in taken:
-            raise DeblurError(f"{taken[key]} and {src} would both be written to {dst}; use --suffix")
+            raise DeblurError(f"{taken[key]} and {src} would both be written to {dst}; {VIDEO_CLASH_HINT}")
         taken[key] = src
     return images, jobs
 
