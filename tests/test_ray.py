@@ -293,6 +293,19 @@ def test_an_unknown_weights_name_fails_before_the_cluster_starts(tmp_path):
     assert time.monotonic() - start < 10 and not out.exists()
 
 
+def test_maps_need_a_folder_every_worker_sees(tiny_weights, tmp_path):
+    from deblur_cli.distributed import deblur_dataset
+    from deblur_cli.viz.recording import MapSelection
+    from deblur_cli.viz.request import VizRequest
+
+    src = _many(tmp_path / "in", 1, 16)
+    viz = VizRequest(MapSelection(), tmp_path / "maps")
+    with pytest.raises(DeblurError, match=r"^--viz needs a local or shared output folder, not s3://b/out"):
+        deblur_dataset(src, "s3://b/out?endpoint_override=http://127.0.0.1:9&scheme=http", weights=tiny_weights,
+                       model="saphn-tiny", viz=viz, address="127.0.0.1:9")  # fmt: skip
+    assert not (tmp_path / "maps").exists()
+
+
 def test_a_bare_ray_option_means_auto(tiny_weights, tmp_path):
     """``--ray`` without a value is ``--ray auto``: here RAY_ADDRESS names a cluster that does
     not answer, so the command must say so (and not take IN_DIR or -o for an address)."""
@@ -392,6 +405,23 @@ def test_same_files_as_local_bad_files_reported_and_rerun_retries_failures(cli, 
         if row["status"] == "done":
             assert after[path] == row  # not touched again
     assert all((tmp_path / "ray" / p).stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_maps_on_the_cluster_are_those_of_a_local_run(cli, tiny_weights, tmp_path, cluster, monkeypatch):
+    """``--viz`` on Ray writes the same map files, byte for byte, in the same mirrored tree (paths
+    relative to the working directory, which the workers do not share)."""
+    _image(tmp_path / "in" / "a.png", seed=1)
+    _image(tmp_path / "in" / "sub" / "b.png", seed=2, blur=15)
+    monkeypatch.chdir(tmp_path)
+    weights = os.path.relpath(tiny_weights, tmp_path)
+    maps = ("--viz", "MAPS", "--offsets", "--fusion")
+    local = cli(*_cli_args("in", "local", weights, *[m.replace("MAPS", "maps_local") for m in maps]))
+    on_ray = cli(*_cli_args("in", "ray", weights, "--ray", "local", *[m.replace("MAPS", "maps_ray") for m in maps]))
+    assert local.exit_code == on_ray.exit_code == 0, on_ray.output
+    expected = _outputs(tmp_path / "maps_local")
+    assert {"a.offsets.png", "a.fusion.png", "a.sheet.png", "sub/b.offsets.png"} <= set(expected)
+    assert _outputs(tmp_path / "maps_ray") == expected
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")
 
 
 def _many(root: Path, n: int, side: int) -> Path:

@@ -142,8 +142,10 @@ def folder(
         from deblur_cli.distributed.progress import run_folder
         from deblur_cli.video.formats import is_video_path
 
+        # The maps' tree mirrors the output folder, which deblur_dataset resolves (it may be a URI).
+        maps = opt.viz_request(viz, fusion, attention, offsets, kernels, all_maps, level, block, decoder, raw, overwrite)
         report = run_folder(
-            ray, input_dir, output_dir, viz=viz, recursive=recursive, suffix=suffix, ext=ext, skip_existing=skip_existing,
+            ray, input_dir, output_dir, viz=maps, recursive=recursive, suffix=suffix, ext=ext, skip_existing=skip_existing,
             overwrite=overwrite, quality=quality, model=model, weights=weights, device=device, backend=backend.value,
             tile=tile, tile_overlap=tile_overlap, fp16=fp16, bf16=bf16, self_ensemble=self_ensemble, gate=gate_px,
             gate_scope=gate_scope.value, batch_size=batch_size if batch_size is not None else (None if batch else 1),

@@ -33,7 +33,7 @@ from typing import Any
 from deblur_cli.distributed.cluster import WorkerSpec, check_reachable, cluster_resources, ray_session, size_workers
 from deblur_cli.distributed.manifest import ManifestWriter, action_of, job_fingerprint, make_row, read_manifest
 from deblur_cli.distributed.plan import Task, Triage, default_output, plan, triage
-from deblur_cli.distributed.storage import existing, remove_partials, resolve
+from deblur_cli.distributed.storage import Location, existing, remove_partials, resolve
 from deblur_cli.distributed.worker import DeblurWorker
 from deblur_cli.errors import DeblurError
 from deblur_cli.video.formats import is_video_path
@@ -98,6 +98,7 @@ def deblur_dataset(
     files_per_call: int | None = None,
     filesystem: Any = None,
     manifest_interval: float = 30.0,
+    viz: Any = None,
     on_start: Callable[[str, WorkerSpec, int], None] | None = None,
     on_result: Callable[[Any], None] | None = None,
 ) -> JobReport:
@@ -121,6 +122,9 @@ def deblur_dataset(
         files_per_call: files per worker call (default :data:`FILES_PER_CALL`, or the batch).
         filesystem: a ``pyarrow.fs.FileSystem`` for both folders instead of the URIs' own.
         manifest_interval: seconds between manifest uploads on an object store.
+        viz: a :class:`~deblur_cli.viz.request.VizRequest` (``--viz DIR``): each image's maps are
+            written under its folder, mirroring the output tree, as ``deblur folder --viz``. The
+            output folder and ``DIR`` must be local or shared paths every worker sees.
         on_start: called with ``(cluster description, pool, number of inputs to run)`` before work.
         on_result: called with each :class:`~deblur_cli.inference.FileResult` as it arrives.
 
@@ -142,13 +146,18 @@ def deblur_dataset(
         load_registry().get(model)
     src_loc = resolve(src, filesystem)
     dst_loc = resolve(dst if dst is not None else default_output(src_loc), filesystem)
+    if viz is not None:
+        viz = _shared_viz(viz, dst_loc)
     tasks = plan(src_loc, dst_loc, recursive=recursive, suffix=suffix, ext=ext)
     if weights is not None and "://" not in os.fspath(weights) and os.path.exists(weights):
         weights = os.path.abspath(weights)  # workers do not share the driver's working directory
     options = {"model": model, "weights": None if weights is None else os.fspath(weights), "backend": backend,
                "tile": tile, "tile_overlap": tile_overlap, "fp16": fp16, "bf16": bf16, "self_ensemble": self_ensemble,
                "gate": None if gate is None else tuple(gate), "gate_scope": gate_scope}  # fmt: skip
-    job = job_fingerprint({**options, "quality": quality, "suffix": suffix, "ext": ext})
+    # Maps are outputs too: a run that writes them is another job (only then is the key there,
+    # so that jobs without maps keep their fingerprint).
+    maps = {"viz": repr(viz.selection), "viz_raw": viz.raw} if viz is not None else {}
+    job = job_fingerprint({**options, "quality": quality, "suffix": suffix, "ext": ext, **maps})
     rows = {} if overwrite else read_manifest(dst_loc)
     triaged = triage(tasks, existing(dst_loc, [t.out_rel for t in tasks]), rows, job,
                      skip_existing=skip_existing, overwrite=overwrite)  # fmt: skip
@@ -187,7 +196,7 @@ def deblur_dataset(
             per_call = files_per_call or max(FILES_PER_CALL, batch_size or FILES_PER_CALL_AUTO)
             worker_args = {"src": src_loc, "dst": dst_loc, "deblurrer": {**options, "device": spec.device},
                            "threads": spec.threads, "batch_size": batch_size, "video_batch_size": video_batch_size,
-                           "quality": quality, "overwrite": overwrite}  # fmt: skip
+                           "quality": quality, "overwrite": overwrite, "viz": viz}  # fmt: skip
             began = time.perf_counter()
             # Videos after the images, one per call: a long clip then holds up no image's result.
             videos = [t for t in triaged.run if is_video_path(t.rel)]
@@ -213,6 +222,20 @@ def deblur_dataset(
                 report.seconds = time.perf_counter() - began
                 remove_partials(dst_loc, [t.out_rel for t in triaged.run])
     return report
+
+
+def _shared_viz(viz: Any, dst: Location) -> Any:
+    """``viz`` with absolute paths, its tree mirroring ``dst`` (workers do not share the
+    driver's working directory).
+
+    Raises:
+        DeblurError: ``dst`` is on an object store (the maps are written where the outputs are).
+    """
+    from dataclasses import replace
+
+    if not dst.local:
+        raise DeblurError(f"--viz needs a local or shared output folder, not {dst.uri}: the maps are written beside the outputs")
+    return replace(viz, out_dir=Path(os.path.abspath(viz.out_dir)), mirror_from=Path(dst.path))
 
 
 def _first_rows(rows: dict[str, dict[str, Any]], triaged: Triage, job: str) -> dict[str, dict[str, Any]]:

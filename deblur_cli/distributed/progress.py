@@ -8,7 +8,6 @@ from typing import Any
 
 from deblur_cli.distributed.cluster import WorkerSpec
 from deblur_cli.distributed.job import JobReport, deblur_dataset
-from deblur_cli.errors import DeblurError
 
 
 class LiveProgress:
@@ -50,7 +49,7 @@ class LiveProgress:
         self.progress.stop()
 
 
-def run_folder(address: str, input_dir: Any, output_dir: Any, *, viz: Any = None, **options: Any) -> JobReport:
+def run_folder(address: str, input_dir: Any, output_dir: Any, **options: Any) -> JobReport:
     """``deblur folder IN_DIR -o OUT_DIR --ray ADDRESS``: :func:`deblur_dataset` under live progress.
 
     ``options`` are :func:`deblur_dataset`'s keyword arguments. Paths may be URIs (a URI that
@@ -58,11 +57,8 @@ def run_folder(address: str, input_dir: Any, output_dir: Any, *, viz: Any = None
     end; the summary table is the caller's.
 
     Raises:
-        DeblurError: ``--viz`` (maps are written by local runs only), and what
-            :func:`deblur_dataset` raises.
+        DeblurError: what :func:`deblur_dataset` raises.
     """
-    if viz is not None:
-        raise DeblurError("--viz is not available with --ray; write the maps with a local `deblur folder` run")
     live = LiveProgress()
     try:
         report = deblur_dataset(input_dir, output_dir, address=address, on_start=live.on_start,

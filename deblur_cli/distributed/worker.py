@@ -48,6 +48,8 @@ class DeblurWorker:
         batch_size: the network's batch of images (``None``: from free memory), as ``deblur folder --batch-size``.
         video_batch_size: frames per network call for videos (``None``: from free memory, at most 8).
         quality, overwrite: as ``deblur folder``.
+        viz: a :class:`~deblur_cli.viz.request.VizRequest` with absolute paths: each image's maps
+            are written too (local or shared output folders only).
 
     A model that cannot be loaded (or options it refuses) does not kill the actor (Ray would
     start it again and again): every row of every call then carries the error with ``fatal``
@@ -56,10 +58,10 @@ class DeblurWorker:
 
     def __init__(self, src: Location, dst: Location, deblurrer: dict[str, Any], threads: int | None = None,
                  batch_size: int | None = 1, video_batch_size: int | None = None, quality: int | None = None,
-                 overwrite: bool = False) -> None:  # fmt: skip
+                 overwrite: bool = False, viz: Any = None) -> None:  # fmt: skip
         self.src, self.dst = src, dst
         self.batch_size, self.video_batch_size = batch_size, video_batch_size
-        self.quality, self.overwrite = quality, overwrite
+        self.quality, self.overwrite, self.viz = quality, overwrite, viz
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.error = ""
         self.device = ""
@@ -111,7 +113,7 @@ class DeblurWorker:
         results = itertools.chain(
             self.deblurrer.deblur_files(
                 images, batch_size=self.batch_size, quality=self.quality, overwrite=self.overwrite,
-                skip_existing=not self.overwrite,
+                skip_existing=not self.overwrite, viz=self.viz,
             ) if images else [],
             run_videos(self.deblurrer, videos, batch_size=self.video_batch_size, overwrite=self.overwrite,
                        skip_existing=not self.overwrite),

@@ -7,6 +7,7 @@ so inference never imports the visualisation code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,18 @@ class VizRequest:
             maps: the recorder's dict and this image's index in its batch.
             image, out: the input and the deblurred output, ``(H, W[, C])`` in their own dtype.
             src, dst: input and output paths (the caption names ``src``; files go beside ``dst``).
-            model_name: for the caption.
+            model_name: for the caption (a weights file is named by its file name, so that the
+                caption does not depend on the folder it was given from).
         """
         from deblur_cli.viz.drawing import as_rgb8
         from deblur_cli.viz.rendering import render_maps, write_maps
 
         rec, index = maps
         rendered = render_maps(rec, as_rgb8(image), as_rgb8(out), self.selection, index=index,
-                               caption=f"{src.name} - {model_name}")  # fmt: skip
+                               caption=f"{src.name} - {_label(model_name)}")  # fmt: skip
         return write_maps(rendered, self.folder_for(dst), dst.stem, raw=self.raw, overwrite=self.overwrite)
+
+
+def _label(model_name: str) -> str:
+    """A weights file's name without its folder; registry names and URIs as they are."""
+    return os.path.basename(model_name) if os.path.isfile(model_name) else model_name
