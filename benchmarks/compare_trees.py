@@ -29,10 +29,8 @@ from pathlib import Path
 
 
 def worker(root: Path, variant: str, size: tuple[int, int], runs: int, warmup: int, threads: int, out: Path) -> None:
-    """In a fresh process: time ``variant`` from the tree ``root``; print JSON, save the output."""
-    # The tree under test goes first on the path, so that its deblur_cli and benchmarks are the
-    # ones imported; its benchmarks/ folder too, for trees whose latency.py imports dmphn by bare name.
-    sys.path[:0] = [str(root), str(root / "benchmarks")]
+    """In a fresh process started by :func:`main` (whose ``PYTHONPATH`` puts the tree ``root`` first):
+    time ``variant`` from that tree; print JSON, save the output."""
     import numpy as np
     import torch
 
@@ -98,12 +96,15 @@ def main(argv: list[str] | None = None) -> None:
         outs = {k: Path(tmp) / f"{k}.npy" for k in medians}
         for i in range(args.pairs):
             for key, tree in (("before", args.before), ("after", args.after)):
-                cmd = [sys.executable, __file__, "--worker", str(tree.resolve()), str(outs[key]), "--variant",
+                # -P: not this script's folder first. The tree under test comes first instead, so that
+                # its deblur_cli and benchmarks are the ones imported; its benchmarks/ folder too, for
+                # trees whose latency.py imports dmphn by bare name.
+                root = tree.resolve()
+                cmd = [sys.executable, "-P", __file__, "--worker", str(root), str(outs[key]), "--variant",
                        args.variant, "--size", args.size, "--runs", str(args.runs), "--warmup", str(args.warmup),
                        "--threads", str(args.threads)]  # fmt: skip
-                done = subprocess.run(
-                    cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": ""}
-                )
+                path = os.pathsep.join([str(root), str(root / "benchmarks")])
+                done = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": path})
                 if done.returncode != 0:
                     last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                     raise SystemExit(f"{key} tree failed: {last}")

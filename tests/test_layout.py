@@ -159,6 +159,25 @@ def test_no_import_cycles(graph):
     assert not cycles, f"import cycles:\n{detail}"
 
 
+def test_no_import_cycles_between_packages(graph):
+    """Packages (``inference``, ``video``, ``hub``...) do not import each other both ways either,
+    through any of their modules: each package's place in the layering is clear."""
+
+    def package(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    packages: dict[str, set[str]] = {}
+    for m, targets in graph.items():
+        packages.setdefault(package(m), set()).update(package(t) for t in targets if package(t) != package(m))
+    cycles = _cycles(packages)
+    detail = "\n".join(
+        " <-> ".join(c) + "\n    " + "\n    ".join(f"{m} -> {t}" for m, ts in sorted(graph.items()) if package(m) in c
+                                               for t in sorted(ts) if package(t) in c and package(t) != package(m))
+        for c in cycles
+    )  # fmt: skip
+    assert not cycles, f"import cycles between packages:\n{detail}"
+
+
 def test_modules_do_not_import_their_own_package_init(graph):
     """Inside the package, import the defining submodule: a package ``__init__`` re-exports its
     submodules, so importing it from below is a cycle in waiting."""

@@ -87,7 +87,7 @@ def test_remote_planning_follows_the_local_rules(tmp_path):
     """The planner for buckets (run here on pyarrow's local filesystem) names outputs as plan_folder."""
     from pyarrow.fs import LocalFileSystem
 
-    from deblur_cli.video.folder import plan_media
+    from deblur_cli.inference.media import plan_media
 
     def media(src, dst, **kwargs):
         images, videos = plan_media(src, dst, **kwargs)
@@ -507,7 +507,7 @@ def test_object_store_paths(tiny_weights, tmp_path, cluster, s3):
     from deblur_cli.inference import Deblurrer
 
     pytest.importorskip("av")
-    from deblur_cli.video.folder import plan_media, run_videos
+    from deblur_cli.inference.media import plan_media, run_videos
 
     tree = _tree(tmp_path / "in", videos=True)
     bucket = boto3.client("s3", endpoint_url=s3)

@@ -22,7 +22,7 @@ from deblur_cli.errors import DeblurError
 from deblur_cli.inference import Deblurrer
 from deblur_cli.video import deblur_video
 from deblur_cli.video.encoding import choose_pix_fmt
-from deblur_cli.video.folder import plan_media
+from deblur_cli.inference.media import plan_media
 from deblur_cli.video.streams import ColorTags, VideoInfo
 from deblur_cli.video.temporal import TemporalGate, flicker
 

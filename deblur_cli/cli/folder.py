@@ -133,7 +133,7 @@ def folder(
     """Deblur all images in a folder; goes on past bad files, lists them, exits 1 if any failed."""
     from deblur_cli.gate.decision import parse_gate
     from deblur_cli.inference import Deblurrer, folder_output_root
-    from deblur_cli.video.folder import plan_media, run_videos  # videos among the images (deblur_cli.video)
+    from deblur_cli.inference.media import plan_media, run_videos  # videos among the images (deblur_cli.video)
 
     gate_px = parse_gate(gate)
     if overwrite and skip_existing:

@@ -40,12 +40,12 @@ def plan(src: Location, dst: Location, *, recursive: bool = False, suffix: str |
     """Every input (image or video) under ``src`` with its output under ``dst``, in sorted order.
 
     Raises:
-        DeblurError: as :func:`deblur_cli.video.folder.plan_media` (no images or videos, an output that
+        DeblurError: as :func:`deblur_cli.inference.media.plan_media` (no images or videos, an output that
             would replace an input, two inputs with one output, unknown ``ext``), or an input
             and an output on different kinds of storage that are the same folder.
     """
     if src.local and dst.local:
-        from deblur_cli.video.folder import plan_media
+        from deblur_cli.inference.media import plan_media
 
         images, videos = plan_media(src.uri, dst.uri, recursive=recursive, suffix=suffix, ext=ext)
         jobs = sorted(images + videos)
@@ -72,7 +72,7 @@ def _local_listing(root: Path, recursive: bool) -> list[str]:
 
 def plan_names(names: list[str], where: str, *, same: bool = False, inside: str = "", recursive: bool = False,
                suffix: str | None = None, ext: str | None = None) -> list[Task]:  # fmt: skip
-    """:func:`deblur_cli.video.folder.plan_media`'s rules on a listing: images as
+    """:func:`deblur_cli.inference.media.plan_media`'s rules on a listing: images as
     :func:`deblur_cli.inference.plan_folder` plans them, videos beside them (``ext`` applies to
     images only; a video keeps its container where it can, :func:`video_output_suffix`).
 
@@ -85,7 +85,7 @@ def plan_names(names: list[str], where: str, *, same: bool = False, inside: str 
         recursive, suffix, ext: as ``deblur folder``'s options.
     """
     from deblur_cli.io.images import INPUT_EXTENSIONS, OUTPUT_FORMATS
-    from deblur_cli.video.folder import VIDEO_CLASH_HINT, video_output_suffix
+    from deblur_cli.inference.media import VIDEO_CLASH_HINT, video_output_suffix
     from deblur_cli.video.formats import VIDEO_EXTENSIONS, is_video_path
 
     if suffix is None:

@@ -3,7 +3,7 @@
 Ray Data creates :class:`DeblurWorker` once per actor of the pool and calls it with batches of
 rows ``{"rel": [...], "out_rel": [...]}`` (paths relative to the input and output folders). Each
 call runs :meth:`Deblurrer.deblur_files` on its images and
-:func:`~deblur_cli.video.folder.run_videos` on its videos, exactly as ``deblur folder`` does
+:func:`~deblur_cli.inference.media.run_videos` on its videos, exactly as ``deblur folder`` does
 (same reading, gate, batching of same-size images, metadata and atomic writes), and returns one
 result row per file. Files on object stores are copied to a scratch folder first and their
 outputs uploaded afterwards (:func:`deblur_cli.distributed.storage.publish`), each upload
@@ -101,9 +101,9 @@ class DeblurWorker:
     def _run(self, jobs: list[tuple[str, str]], rels: list[str], outs: list[str],
              rename: dict[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Local paths through ``deblur folder``'s own code: images by ``deblur_files``, videos one
-        by one by :func:`~deblur_cli.video.folder.run_videos`; rows in the order of ``jobs``.
+        by one by :func:`~deblur_cli.inference.media.run_videos`; rows in the order of ``jobs``.
         ``rename`` maps scratch paths to what users know them as, for messages."""
-        from deblur_cli.video.folder import run_videos
+        from deblur_cli.inference.media import run_videos
         from deblur_cli.video.formats import is_video_path
 
         by_src = {os.path.normpath(s): i for i, (s, _) in enumerate(jobs)}

@@ -1,8 +1,11 @@
-"""Videos in ``deblur folder``: find them beside the images, and deblur them one by one with the same
-:class:`~deblur_cli.inference.Deblurrer`, reporting each as a :class:`~deblur_cli.inference.FileResult`.
+"""A folder of images and videos (``deblur folder``): plan both, and deblur the videos one by one with
+the same :class:`~deblur_cli.inference.Deblurrer`, reporting each as a
+:class:`~deblur_cli.inference.FileResult`.
 
-Light on purpose: planning imports neither PyAV nor torch, so a folder of images works without the
-``video`` extra; only a folder that holds videos needs it.
+It lives in ``inference`` (which calls into :mod:`deblur_cli.video`), not in ``video``, so that the
+video package never imports the inference package. Light on purpose: planning imports neither
+PyAV nor torch, so a folder of images works without the ``video`` extra; only a folder that holds
+videos needs it.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def run_videos(
     ``FileResult`` per video as it finishes: ``"failed"`` with the reason for a bad video, and
     processing goes on. ``pixels`` is the frame size times the frames; ``gate`` the mean weight.
     ``on_frames(src, progress)`` is called after every batch (for a progress display)."""
-    from deblur_cli.inference import FileResult
+    from deblur_cli.inference.files import FileResult
 
     if not jobs:
         return
