@@ -204,7 +204,7 @@ def test_worker_gives_videos_the_video_batch(tiny_weights, tmp_path, monkeypatch
     local ``deblur folder`` gives them; rows come back in the order of the call."""
     from deblur_cli.distributed.worker import DeblurWorker
     from deblur_cli.inference import FileResult
-    from deblur_cli.video import folder as video_folder
+    from deblur_cli.inference import media
 
     calls = []
 
@@ -213,7 +213,7 @@ def test_worker_gives_videos_the_video_batch(tiny_weights, tmp_path, monkeypatch
         for src, dst in jobs:
             yield FileResult(src, dst, "done", "", 0.5, 64 * 48 * 2, 1.0, 0.0)
 
-    monkeypatch.setattr(video_folder, "run_videos", fake_run_videos)
+    monkeypatch.setattr(media, "run_videos", fake_run_videos)
     _image(tmp_path / "in" / "a.png")
     (tmp_path / "in" / "v.avi").write_bytes(b"")
     worker = DeblurWorker(resolve(str(tmp_path / "in")), resolve(str(tmp_path / "out")),
